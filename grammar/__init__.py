@@ -1,0 +1,1 @@
+"""Grammar of the polc policy language (policy.lark), shipped inside the wheel."""

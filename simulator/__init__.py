@@ -1,0 +1,1 @@
+"""polc simulator: populations, replay, fund-impact metrics, comparison and reports."""
