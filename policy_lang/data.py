@@ -750,3 +750,22 @@ def load_dataset(
     persons = load_persons(persons_path, vocab, encoding)
     ids = frozenset(p.person_id for p in persons)
     return Dataset(persons, load_claims(claims_path, vocab, ids, encoding))
+
+
+# --- records written elsewhere (in-file tests of a .pol file) ------------------------------------
+
+
+def person_from_fields(
+    values: Mapping[str, str], vocab: DataVocabulary, path: str, line: int, positions: Mapping[str, int]
+) -> Person:
+    """Validate one person given as column -> text, exactly as a row of a persons file."""
+    _check_required(path, line, list(values), V.PERSON_COLUMNS_REQUIRED)
+    return _person(_Row(path, line, values, positions), vocab)
+
+
+def claim_from_fields(
+    values: Mapping[str, str], vocab: DataVocabulary, path: str, line: int, positions: Mapping[str, int]
+) -> Claim:
+    """Validate one claim given as column -> text, exactly as a row of a claims file."""
+    _check_required(path, line, list(values), V.CLAIM_COLUMNS_REQUIRED)
+    return _claim(_Row(path, line, values, positions), vocab)

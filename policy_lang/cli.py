@@ -1,0 +1,236 @@
+"""The polc command line: one thin click function per command; errors to stderr; exit 0/1/2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from policy_lang import diagnostics as dg
+from policy_lang import interp
+from policy_lang.data import DataError, Dataset, load_dataset
+from policy_lang.diagnostics import PolicyError, SourceCache
+from policy_lang.pipeline import (Built, SettingError, build, data_vocabulary, iter_pol_files, parse_date_option,
+                                  parse_settings, write_atomic)
+
+EXIT_FINDINGS, EXIT_USAGE = 1, 2
+
+
+def _die(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"polc: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_diags(diags: tuple[dg.Diagnostic, ...] | list[dg.Diagnostic], sources: SourceCache) -> None:
+    for d in diags:
+        click.echo(dg.render(d, sources), err=True)
+
+
+def _build_or_exit(path: str, sources: SourceCache) -> Built:
+    try:
+        built = build(path, sources)
+    except PolicyError as exc:
+        _print_diags(exc.diagnostics, sources)
+        n = sum(1 for d in exc.diagnostics if d.severity == "error")
+        _die(f"{path}: {n} error{'s' if n != 1 else ''}", EXIT_FINDINGS)
+    return built
+
+
+def _load_data(built: Built, persons: str, claims: str, encoding: str) -> Dataset:
+    try:
+        return load_dataset(persons, claims, data_vocabulary(built.graph), encoding)
+    except DataError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="polc")
+def main() -> None:
+    """polc: policy-as-code for Chinese medical-insurance benefit rules."""
+
+
+# ---- check ------------------------------------------------------------------------------------------------------
+@main.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--against", "floors", type=click.Path(exists=True, dir_okay=False),
+              help="A policy of requirements (compliance floors) the files must meet.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check_cmd(files: tuple[str, ...], floors: str | None, fmt: str) -> None:
+    """Check policy files (and directories of them); report every problem with its location."""
+    from policy_lang.requirements import check_against
+
+    sources = SourceCache()
+    found: list[dg.Diagnostic] = []
+    floor_built = None
+    if floors:
+        try:
+            floor_built = build(floors, sources)
+        except PolicyError as exc:
+            found.extend(exc.diagnostics)
+    paths = list(iter_pol_files(files))
+    if not paths:
+        _die("no .pol files found")
+    for path in paths:
+        if not path.exists():
+            found.append(dg.error("no such file", dg.ast.Span(str(path), 1, 1, 1, 1)))
+            continue
+        try:
+            built = build(path, sources)
+        except PolicyError as exc:
+            found.extend(exc.diagnostics)
+            continue
+        found.extend(built.checked.warnings)
+        if floor_built is not None:
+            found.extend(check_against(floor_built, built))
+    errors = sum(1 for d in found if d.severity == "error")
+    if fmt == "json":
+        click.echo(dg.to_json(found))
+    else:
+        _print_diags(found, sources)
+        warnings = len(found) - errors
+        click.echo(f"{len(paths)} file{'s' if len(paths) != 1 else ''} checked: {errors} error"
+                   f"{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}", err=True)
+    sys.exit(EXIT_FINDINGS if errors else 0)
+
+
+# ---- eval -------------------------------------------------------------------------------------------------------
+ENGINES = ("interp",)
+
+
+def evaluate(built: Built, data: Dataset, options: interp.Options, engine: str = ENGINES[0]) -> interp.Result:
+    return interp.run(built.graph, data, options)
+
+
+@main.command("eval")
+@click.argument("policy", type=click.Path(exists=True, dir_okay=False))
+@click.option("--persons", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--claims", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--as-of", "as_of", help="Pay every claim under the rules in force on this date (YYYY-MM-DD).")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Value for a parameter.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "table"]), default="json", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
+@click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the data files.")
+def eval_cmd(policy: str, persons: str, claims: str, as_of: str | None, sets: tuple[str, ...], fmt: str,
+             out: str | None, engine: str, encoding: str) -> None:
+    """Pay the claims of PERSONS/CLAIMS under POLICY, to the fen."""
+    from policy_lang import report_eval
+
+    sources = SourceCache()
+    built = _build_or_exit(policy, sources)
+    options = _options(built, as_of, sets)
+    data = _load_data(built, persons, claims, encoding)
+    result = _run_or_exit(lambda: evaluate(built, data, options, engine))
+    render: dict[str, Callable[[interp.Result], str]] = {
+        "json": report_eval.to_json, "csv": report_eval.to_csv, "table": report_eval.to_table}
+    text = render[fmt](result)
+    if out:
+        write_atomic(out, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def _options(built: Built, as_of: str | None, sets: tuple[str, ...]) -> interp.Options:
+    try:
+        return interp.Options(parse_date_option(as_of), parse_settings(built.checked, sets))
+    except SettingError as exc:
+        _die(str(exc))
+
+
+def _run_or_exit(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except interp.EvalError as exc:
+        _die(str(exc))
+
+
+# ---- explain ----------------------------------------------------------------------------------------------------
+@main.command("explain")
+@click.argument("policy", type=click.Path(exists=True, dir_okay=False))
+@click.option("--persons", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--claims", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--person", "person_id", required=True, help="The person whose claims to explain.")
+@click.option("--as-of", "as_of")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE")
+@click.option("--encoding", default="utf-8", show_default=True)
+def explain_cmd(policy: str, persons: str, claims: str, person_id: str, as_of: str | None,
+                sets: tuple[str, ...], encoding: str) -> None:
+    """Explain, claim by claim and layer by layer, how one person was paid, with citations."""
+    from policy_lang.explain import explain
+
+    sources = SourceCache()
+    built = _build_or_exit(policy, sources)
+    options = _options(built, as_of, sets)
+    data = _load_data(built, persons, claims, encoding)
+    if person_id not in {p.person_id for p in data.persons}:
+        _die(f"no person `{person_id}` in {persons}")
+    only = Dataset(tuple(p for p in data.persons if p.person_id == person_id),
+                   tuple(c for c in data.claims if c.person_id == person_id))
+    result = _run_or_exit(lambda: interp.run(built.graph, only, options, trace_person=person_id))
+    click.echo(explain(built.graph, only, result, options))
+
+
+# ---- test -------------------------------------------------------------------------------------------------------
+@main.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--engine", "engines", multiple=True, type=click.Choice(ENGINES),
+              help="Engines to run (default: both, which must agree).")
+@click.option("-v", "--verbose", is_flag=True, help="List every test, not only failures.")
+def test_cmd(paths: tuple[str, ...], engines: tuple[str, ...], verbose: bool) -> None:
+    """Run the tests written inside policy files; print `N passed, N failed`."""
+    from policy_lang.testing import run_tests
+
+    chosen = engines or ENGINES
+    runners = [(e, _engine_fn(e)) for e in chosen]
+    sources = SourceCache()
+    passed = failed = 0
+    for path in iter_pol_files(paths or ("policies",)):
+        try:
+            built = build(path, sources)
+        except PolicyError as exc:
+            _print_diags(exc.diagnostics, sources)
+            failed += 1
+            continue
+        for outcome in run_tests(built, runners):
+            where = f"{outcome.span.path}:{outcome.span.line}"
+            if outcome.passed:
+                passed += 1
+                if verbose:
+                    click.echo(f"PASS {where} {outcome.title}")
+            else:
+                failed += 1
+                click.echo(f"FAIL {where} {outcome.title}")
+                for f in outcome.failures:
+                    click.echo(f"    {f}")
+    click.echo(f"{passed} passed, {failed} failed")
+    sys.exit(EXIT_FINDINGS if failed else 0)
+
+
+def _engine_fn(engine: str) -> Callable[[Built, Dataset, interp.Options], interp.Result]:
+    return lambda built, data, options: evaluate(built, data, options, engine)
+
+
+# ---- graph ------------------------------------------------------------------------------------------------------
+@main.command("graph")
+@click.argument("policy", type=click.Path(exists=True, dir_okay=False))
+@click.option("--as-of", "as_of", help="Show only the epoch in force on this date.")
+@click.option("--format", "fmt", type=click.Choice(["json", "dot"]), default="json", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False))
+def graph_cmd(policy: str, as_of: str | None, fmt: str, out: str | None) -> None:
+    """Print the evaluation graph the evaluators run (JSON, or Graphviz dot)."""
+    from policy_lang import graph_out
+
+    sources = SourceCache()
+    built = _build_or_exit(policy, sources)
+    try:
+        day = parse_date_option(as_of)
+    except SettingError as exc:
+        _die(str(exc))
+    text = graph_out.to_dot(built.graph, day) if fmt == "dot" else graph_out.to_json(built.graph, day)
+    if out:
+        write_atomic(out, text)
+    else:
+        click.echo(text, nl=False)
