@@ -234,3 +234,33 @@ def graph_cmd(policy: str, as_of: str | None, fmt: str, out: str | None) -> None
         write_atomic(out, text)
     else:
         click.echo(text, nl=False)
+
+
+# ---- fmt --------------------------------------------------------------------------------------------------------
+@main.command("fmt")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
+def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
+    """Rewrite policy files in the canonical layout (comments kept; formatting twice changes nothing)."""
+    from policy_lang.fmt import format_source
+
+    sources = SourceCache()
+    unformatted = 0
+    for path in iter_pol_files(files):
+        text = path.read_text("utf-8-sig")
+        sources.add(str(path), text)
+        try:
+            formatted = format_source(text, str(path))
+        except PolicyError as exc:
+            _print_diags(exc.diagnostics, sources)
+            sys.exit(EXIT_FINDINGS)
+        if formatted == text:
+            continue
+        unformatted += 1
+        if check_only:
+            click.echo(f"would reformat {path}", err=True)
+        else:
+            write_atomic(path, formatted)
+            click.echo(f"reformatted {path}", err=True)
+    if check_only and unformatted:
+        sys.exit(EXIT_FINDINGS)

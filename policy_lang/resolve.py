@@ -231,9 +231,8 @@ class _Applier:
         self.seq = 0
 
     def cite(self, span: ast.Span, *sources: str | None) -> Cite:
+        # Without a document number, the policy's own `source` (an assumed schedule) is the citation.
         article = next((s for s in sources if s), None)
-        if article is None and self.policy.document is None:
-            article = self.policy.source  # an assumed schedule is cited as a whole
         return Cite(self.document, article, span.path, span.line)
 
     def fail(self, message: str, span: ast.Span, hint: str | None = None) -> None:
