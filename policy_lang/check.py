@@ -65,7 +65,9 @@ def check(program: Program) -> CheckedPolicy:
     periods = []
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else None
-        res = resolve(chain, start, diags)
+        # The open-ended first period is what is in force the day before the first change.
+        day = start if start is not None or not dates else dates[0] - datetime.timedelta(days=1)
+        res = resolve(chain, day, diags)
         _semantic(res, diags)
         periods.append(Period(start, end, res))
     found = _dedupe(diags)

@@ -122,7 +122,7 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, text: str, path: st
 def _expected_hint(expected: set[str] | frozenset[str]) -> str | None:
     words = keyword_spellings()
     names = sorted({_TERMINAL_NAMES.get(t) or (f"`{words[t]}`" if t in words else t.lower())
-                    for t in expected})
+                    for t in expected if not t.startswith("__")})
     if not names:
         return None
     if len(names) > 12:
