@@ -176,10 +176,8 @@ def _semantic(res: Resolved, diags: list[Diagnostic]) -> None:
     _check_alerts(res, layer_ids, diags)
     _check_subsidies(res, diags)
     for target, _cites in res.targets:
-        for lid in target.layers:
-            if lid not in layer_ids:
-                diags.append(error(f"unknown layer `{lid}`", target.span, did_you_mean(lid, layer_ids)))
-        lower_cond(target.where, env_of(res), diags)
+        # A target names the layers of whichever policy is simulated, not necessarily this one's.
+        lower_cond(target.where, env_of(res, in_layer=False), diags)
 
 
 def _check_layer(res: Resolved, layer: RLayer, layer_ids: list[str], diags: list[Diagnostic]) -> None:

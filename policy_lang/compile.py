@@ -172,8 +172,7 @@ def _targets(res: Resolved, order: list[str]) -> tuple[TargetNode, ...]:
     for target, cites in res.targets:
         minimum = target.minimum
         ppm = to_ppm(minimum.value, minimum.span) if isinstance(minimum, ast.Percent) else 0
-        out.append(TargetNode(target.name, target.title or target.name,
-                              tuple(order.index(x) for x in target.layers if x in order),
+        out.append(TargetNode(target.name, target.title or target.name, target.layers,
                               lower_cond(target.where, env_of(res, in_layer=False), diags), ppm, target.by, cites))
     return tuple(out)
 

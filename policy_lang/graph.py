@@ -288,9 +288,11 @@ class SubsidyNode:
 
 @frozen
 class TargetNode:
+    """A population-level target (a payout ratio) measured by the simulator on any policy's layers."""
+
     id: str
     title: str
-    layers: tuple[int, ...]
+    layers: tuple[str, ...]  # layer ids of the policy being measured
     where: Pred
     minimum: int  # ppm
     by: datetime.date

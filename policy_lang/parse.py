@@ -305,6 +305,9 @@ class _Builder(Transformer[Token, Any]):
         names = _names(ch)
         return ast.Param(str(names[0]), str(names[1]), None, _clauses(ch), self._span(meta))
 
+    def param_type(self, meta: Meta, ch: list[Any]) -> _Name:
+        return _Name(str(ch[0]), self._span(meta))
+
     def condition_def(self, meta: Meta, ch: list[Any]) -> ast.ConditionDef:
         cond = _conds(ch)[0]
         return ast.ConditionDef(str(_names(ch)[0]), _first_string(ch), cond, _clauses(ch), self._span(meta))

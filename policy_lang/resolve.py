@@ -246,7 +246,12 @@ class _Applier:
             self.res.schemes = tuple(dict.fromkeys((*self.res.schemes, *p.schemes)))
         self.res.title = p.title or self.res.title
         self.res.name = p.name
-        for item in p.items:
+        # Declarations first, so a layer may use a parameter or a list declared further down.
+        declarations = (ast.IdentityDecl, ast.RegionDecl, ast.DiseaseList, ast.HospitalList, ast.ColumnDecl,
+                        ast.FundDecl, ast.Param, ast.ConditionDef)
+        ordered = [i for i in p.items if isinstance(i, declarations)]
+        ordered += [i for i in p.items if not isinstance(i, declarations)]
+        for item in ordered:
             if in_force(item.clauses, self.day):
                 self._item(item)
 
