@@ -20,7 +20,8 @@ from policy_lang.conditions import and_, env_of, implies, lower_cond, overlap
 from policy_lang.diagnostics import Diagnostic, PolicyError, Related, SourceCache, did_you_mean, error, warning
 from policy_lang.graph import RATE_ONE, Flat, Lit, Lvl, PSelected, Pred, PTrue, Tiered, Unit
 from policy_lang.load import Program
-from policy_lang.resolve import (LEVEL, SLOT_KINDS, ChainDoc, RLayer, RRule, Resolved, change_dates, resolve)
+from policy_lang.resolve import (LEVEL, SLOT_KINDS, ChainDoc, RLayer, RRule, Resolved, canon, change_dates,
+                                 resolve)
 from policy_lang.values import NoneVal, has_below, show
 
 
@@ -122,7 +123,7 @@ def _chain(main: ast.Policy, policies: dict[str, ChainDoc], diags: list[Diagnost
 # ---- static checks: citations and schemes ---------------------------------------------------------------
 def _static(doc: ChainDoc, diags: list[Diagnostic]) -> None:
     p = doc.policy
-    for scheme in p.schemes:
+    for scheme in (canon(x) for x in p.schemes):
         if scheme not in vocabulary.SCHEMES:
             diags.append(error(f"unknown scheme `{scheme}`", p.span, did_you_mean(scheme, vocabulary.SCHEMES)))
     if p.effective and p.until and p.until < p.effective:

@@ -28,6 +28,7 @@ def compile_policy(checked: CheckedPolicy) -> Graph:
     if diags:
         raise PolicyError(diags)
     latest = checked.latest
+    main = checked.chain[-1].policy  # the file's own policy, even when it has lapsed by the latest period
     infos = []
     for lid in order:
         layer = next(p.resolved.layer(lid) for p in reversed(checked.periods) if p.resolved.layer(lid))
@@ -38,7 +39,7 @@ def compile_policy(checked: CheckedPolicy) -> Graph:
     tokens = sorted({(t, c) for p in checked.periods for t, c in p.resolved.disease_tokens.items()})
     columns = sorted({(c.name, c.entity, c.type) for p in checked.periods for c in p.resolved.columns.values()})
     return Graph(
-        policy=latest.name, title=latest.title,
+        policy=main.name, title=main.title or main.name,
         schemes=tuple(dict.fromkeys(s for p in checked.periods for s in p.resolved.schemes)),
         layers=tuple(infos), funds=funds, epochs=epochs, identities=tuple(identities), diseases=tuple(tokens),
         columns=tuple(ColumnInfo(n, cast(Any, e), cast(Any, t)) for n, e, t in columns))
@@ -180,9 +181,10 @@ def _targets(res: Resolved, order: list[str]) -> tuple[TargetNode, ...]:
 def _params(res: Resolved) -> tuple[tuple[str, int | None], ...]:
     out: list[tuple[str, int | None]] = []
     for name, (pv, _cites, span) in sorted(res.params.items()):
+        if pv.declared_unspecified:
+            out.append((name, None))
+            continue
         if pv.value is None or isinstance(pv.value, (str, bool)):
-            if pv.value is None:
-                out.append((name, None))
             continue
         if pv.kind == "rate":
             out.append((name, to_ppm(pv.value, span)))

@@ -18,8 +18,8 @@ import attrs
 
 from policy_lang import ast, vocabulary
 from policy_lang.diagnostics import Diagnostic, did_you_mean, error
-from policy_lang.graph import (PAdmission, PAnd, PCompare, Pred, PHas, PHolds, PIn, PNot, POr, PSelected,
-                               PTrue)
+from policy_lang.graph import (PAdmission, PAnd, PCompare, Pred, PHas, PHolds, PIn, PNonEmpty, PNot, POr,
+                               PSelected, PTrue)
 
 _FINITE: dict[str, frozenset[Any]] = {
     "kind": frozenset(vocabulary.KINDS), "level": frozenset({1, 2, 3}),
@@ -114,6 +114,8 @@ class _Lowerer:
                 raise _Bad(error(f"condition `{name}` refers to itself: {' -> '.join((*stack, name))}", span))
             return self.lower(self.env.conditions[name].cond, (*stack, name))
         field, typ = self._field(name, span)
+        if typ == "set" and field != "identities":
+            return PNonEmpty(field)  # type: ignore[arg-type]
         if typ != "bool":
             raise _Bad(error(f"`{name}` is not a true/false field; compare it with a value", span))
         return PCompare(field, "=", True)
@@ -263,6 +265,8 @@ def _atom(pred: Pred) -> list[Term]:
         case PHas(field, values, all_):
             items = [{("has", field, v): True} for v in sorted(values)]
             return [dict(kv for t in items for kv in t.items())] if all_ else items  # type: ignore[misc]
+        case PNonEmpty(field):
+            return [{("nonempty", field): True}]
         case PHolds(ids):
             return [{("holds", i): True} for i in sorted(ids)]
         case PSelected(ids):

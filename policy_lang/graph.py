@@ -125,6 +125,13 @@ class PHas:
 
 
 @frozen
+class PNonEmpty:
+    """A set field holds anything at all (`certified`: some disease of the claim is certified)."""
+
+    field: Literal["diseases", "chronic", "certified"]
+
+
+@frozen
 class PHolds:
     """The person holds any of these identities on the claim's date (or in the year, for persons)."""
 
@@ -146,7 +153,8 @@ class PAdmission:
     value: int
 
 
-Pred: TypeAlias = PTrue | PAnd | POr | PNot | PCompare | PIn | PHas | PHolds | PSelected | PAdmission
+Pred: TypeAlias = (PTrue | PAnd | POr | PNot | PCompare | PIn | PHas | PNonEmpty | PHolds | PSelected
+                   | PAdmission)
 
 
 # ---- programs ------------------------------------------------------------------------------------------

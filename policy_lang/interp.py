@@ -20,7 +20,8 @@ import attrs
 
 from policy_lang.data import Claim, Dataset, Person
 from policy_lang.graph import (RATE_ONE, Below, BonusSpec, Cite, Epoch, Flat, Graph, LayerVersion, Lit, Lvl, Op,
-                               PAdmission, PAnd, Param, PCompare, Pred, PHas, PHolds, PIn, PNot, POr, Prev, Program,
+                               PAdmission, PAnd, Param, PCompare, Pred, PHas, PHolds, PIn, PNonEmpty, PNot, POr, Prev,
+                               Program,
                                PSelected, PTrue, Rule, Tiered, Unit, Val)
 
 
@@ -188,6 +189,8 @@ def test_pred(pred: Pred, ctx: _Ctx) -> bool:
         case PHas(field, values, all_):
             have = _set_field(ctx, field)
             return values <= have if all_ else bool(values & have)
+        case PNonEmpty(field):
+            return bool(_set_field(ctx, field))
         case PHolds(identities):
             return any(holds(ctx.person, i, ctx.day) for i in identities)
         case PSelected(identities):

@@ -20,7 +20,7 @@ from policy_lang.diagnostics import Diagnostic, Related, error
 from policy_lang.graph import Flat, Lit, Lvl, Pred, Tiered
 from policy_lang.interp import _Ctx, test_pred
 from policy_lang.pipeline import Built
-from policy_lang.resolve import RLayer, Resolved
+from policy_lang.resolve import RLayer, Resolved, canon
 from policy_lang.values import NoneVal, show
 
 
@@ -32,7 +32,7 @@ def check_against(floors: Built, target: Built) -> list[Diagnostic]:
         res = target.checked.latest
     out: list[Diagnostic] = []
     for req, cites in floor_res.requirements:
-        if req.schemes and res.schemes and not set(req.schemes) & set(res.schemes):
+        if req.schemes and res.schemes and not {canon(x) for x in req.schemes} & set(res.schemes):
             continue
         problem = _evaluate(req, res)
         if problem is None:

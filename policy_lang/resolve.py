@@ -203,7 +203,8 @@ def resolve(chain: Sequence[ChainDoc], day: datetime.date | None, diags: list[Di
     res = empty_resolved(main.name, main.title or main.name, day)
     repealed = _repeals(chain, day)
     for doc in chain:
-        if not doc_in_force(doc.policy, day) or doc.policy.name in repealed:
+        # `repeal NAME` names a policy; `repeal "文号"` names a document number.
+        if not doc_in_force(doc.policy, day) or {doc.policy.name, doc.policy.document} & repealed:
             continue
         _Applier(res, doc, day, diags).apply()
     res.repealed = sorted(repealed)
@@ -243,7 +244,7 @@ class _Applier:
         self.res.documents.append(DocInfo(p.name, p.document, p.title, p.dated, p.effective, p.until,
                                           self.doc.path))
         if p.schemes:
-            self.res.schemes = tuple(dict.fromkeys((*self.res.schemes, *p.schemes)))
+            self.res.schemes = tuple(dict.fromkeys((*self.res.schemes, *(canon(x) for x in p.schemes))))
         self.res.title = p.title or self.res.title
         self.res.name = p.name
         # Declarations first, so a layer may use a parameter or a list declared further down.
@@ -385,7 +386,7 @@ class _Applier:
                     self._identity_block(layer, rule, it, sources)
                 case ast.Treat(ids, target):
                     for raw in ids:
-                        layer.treats[raw] = target
+                        layer.treats[canon(raw)] = canon(target)
                 case ast.RemoveRule(name):
                     self._remove_rule(layer, name, it.span)
                 case ast.Scope(cond):
@@ -434,7 +435,7 @@ class _Applier:
             if not in_force(entry.clauses, self.day):
                 continue
             for ident in entry.identities:
-                self._identity_entry(layer, ident, entry, (entry.clauses.source, *srcs))
+                self._identity_entry(layer, canon(ident), entry, (entry.clauses.source, *srcs))
 
     def _identity_entry(self, layer: RLayer, ident: str, entry: ast.IdentityEntry,
                         sources: tuple[str | None, ...]) -> None:
@@ -593,10 +594,10 @@ class _Applier:
                     low = self.lower(value, "rate", ctx, it.span)
                     if low is not None:
                         for ident in ids:
-                            sub.shares[ident] = (low, c)
+                            sub.shares[canon(ident)] = (low, c)
                 case ast.Treat(ids, target):
                     for raw in ids:
-                        sub.treats[raw] = target
+                        sub.treats[canon(raw)] = canon(target)
 
     def _alert(self, item: ast.Alert) -> None:
         cite = self.cite(item.span, item.clauses.source)
@@ -661,6 +662,11 @@ def _is_relative(value: ast.Value) -> bool:
     if isinstance(value, ast.Call):
         return any(_is_relative(a) for a in value.args)
     return False
+
+
+def canon(name: str) -> str:
+    """An id written in Chinese (低保对象, 居民) -> its id (dibao, resident)."""
+    return vocabulary.VALUE_ALIASES.get(name, name)
 
 
 def _suggest(name: str, known: Iterable[str]) -> str | None:

@@ -54,9 +54,10 @@ def _run_one(built: Built, test: ast.Test, engines: Sequence[tuple[str, Engine]]
                 failures.append(f"{name}: expected an error containing {expect_error.message!r}, got: {exc}")
     if expect_error is not None and results:
         failures.append(f"expected an error containing {expect_error.message!r}, but evaluation succeeded")
+    subsidies = {s.id for e in built.graph.epochs for s in e.subsidies}
     for name, result in results:
         prefix = f"{name}: " if len(engines) > 1 else ""
-        failures.extend(prefix + f for f in _compare(test, result))
+        failures.extend(prefix + f for f in _compare(test, result, subsidies))
     return Outcome(test.title, test.span, tuple(failures))
 
 
@@ -117,7 +118,7 @@ def _setting(built: Built, name: str, value: ast.Value, span: ast.Span) -> int:
     return low.value
 
 
-def _compare(test: ast.Test, result: Result) -> list[str]:
+def _compare(test: ast.Test, result: Result, subsidies: set[str]) -> list[str]:
     failures: list[str] = []
     claims = {c.claim_id: c for c in result.claims}
     persons = {(p.person_id, p.year): p for p in result.persons}
@@ -137,7 +138,7 @@ def _compare(test: ast.Test, result: Result) -> list[str]:
                 failures.append(f"{item.span}: no person-year `{item.name} {item.year}` in this test")
                 continue
             got = dict(zip(result.layers, p.payments, strict=True)) | {"out_of_pocket": p.out_of_pocket}
-            got |= dict(p.subsidies)
+            got |= {sid: 0 for sid in subsidies} | dict(p.subsidies)
             failures.extend(_compare_fields(item, got, f"person {item.name} {item.year}", p.alerts))
     return failures
 

@@ -172,7 +172,7 @@ def _lower_param(name: str, span: ast.Span, want: Kind, ctx: Context) -> tuple[L
     p = ctx.params(name)
     if p is None:
         raise _fail(f"unknown parameter `{name}`", span)
-    if p.value is None:
+    if p.declared_unspecified:
         return Param(name), p.kind
     if p.kind in ("number", "money") and isinstance(p.value, Decimal):
         if want == "count":
