@@ -8,10 +8,9 @@ from typing import Literal, TypeAlias
 
 import attrs
 
-frozen = attrs.frozen
 
 
-@frozen
+@attrs.frozen
 class Span:
     path: str
     line: int
@@ -32,7 +31,7 @@ def _span() -> Span:
 
 
 # ---- values -------------------------------------------------------------------------------------
-@frozen
+@attrs.frozen
 class Amount:
     """A number written without `%`: yuan in a money slot, a count elsewhere (`1.2万元` -> 12000)."""
 
@@ -41,36 +40,36 @@ class Amount:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Percent:
     value: Decimal  # percentage points: 62.5 for 62.5%
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ByLevel:
     values: tuple[Value, Value, Value]
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class NoneValue:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Text:
     value: str
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Bool:
     value: bool
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Ref:
     """`base_value` (the value replaced), `general` (the layer default) or `previous_deductible`."""
 
@@ -78,13 +77,13 @@ class Ref:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ParamRef:
     name: str
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class BinOp:
     op: Literal["+", "-", "×"]
     left: Value
@@ -92,14 +91,14 @@ class BinOp:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Call:
     fn: Literal["max", "min"]
     args: tuple[Value, Value]
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Relative:
     """`+10%`, `-100`, `×50%`: a change to the value that would otherwise apply."""
 
@@ -114,7 +113,7 @@ Value: TypeAlias = (
 
 
 # ---- conditions ---------------------------------------------------------------------------------
-@frozen
+@attrs.frozen
 class Lit:
     """A literal in a condition: a name (id), a string, or a number."""
 
@@ -123,7 +122,7 @@ class Lit:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Compare:
     field: str
     op: str
@@ -131,7 +130,7 @@ class Compare:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Member:
     field: str
     values: tuple[Lit, ...]
@@ -139,7 +138,7 @@ class Member:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Has:
     field: str
     values: tuple[Lit, ...]
@@ -147,30 +146,30 @@ class Has:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Flag:
     name: str
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Always:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class And:
     items: tuple[Cond, ...]
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Or:
     items: tuple[Cond, ...]
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Not:
     item: Cond
     span: Span = _span()
@@ -180,7 +179,7 @@ Cond: TypeAlias = Compare | Member | Has | Flag | Always | And | Or | Not
 
 
 # ---- statement clauses --------------------------------------------------------------------------
-@frozen
+@attrs.frozen
 class Clauses:
     source: str | None = None
     effective: datetime.date | None = None
@@ -194,14 +193,14 @@ Period: TypeAlias = Literal["claim", "admission", "year"]
 
 
 # ---- layer settings -----------------------------------------------------------------------------
-@frozen
+@attrs.frozen
 class Scope:
     cond: Cond
     clauses: Clauses
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Base:
     after: tuple[str, ...] | None
     plus: tuple[str, ...]
@@ -209,7 +208,7 @@ class Base:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Deductible:
     value: Value
     period: Period | None
@@ -217,14 +216,14 @@ class Deductible:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Rate:
     value: Value
     clauses: Clauses
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Tier:
     low: Value
     high: Value | None  # None: no upper bound ("above")
@@ -232,7 +231,7 @@ class Tier:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Tiers:
     axis: Literal["payable", "base"]
     tiers: tuple[Tier, ...]
@@ -240,7 +239,7 @@ class Tiers:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class UnitRate:
     value: Value
     column: str
@@ -248,7 +247,7 @@ class UnitRate:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Bonus:
     value: Value
     column: str | None
@@ -256,7 +255,7 @@ class Bonus:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Cap:
     value: Value
     period: Period | None
@@ -264,7 +263,7 @@ class Cap:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Accumulate:
     name: str
     clauses: Clauses
@@ -274,7 +273,7 @@ class Accumulate:
 Setting: TypeAlias = Scope | Base | Deductible | Rate | Tiers | UnitRate | Bonus | Cap | Accumulate
 
 
-@frozen
+@attrs.frozen
 class RuleBlock:
     kind: Literal["when", "rule", "exception"]
     name: str | None
@@ -285,7 +284,7 @@ class RuleBlock:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class IdentityEntry:
     identities: tuple[str, ...]
     items: tuple[LayerItem, ...]
@@ -293,7 +292,7 @@ class IdentityEntry:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class IdentityBlock:
     precedence: Literal["best", "order"] | None
     entries: tuple[IdentityEntry, ...]
@@ -301,7 +300,7 @@ class IdentityBlock:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Treat:
     identities: tuple[str, ...]
     as_: str
@@ -309,7 +308,7 @@ class Treat:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class RemoveRule:
     name: str
     clauses: Clauses
@@ -319,7 +318,7 @@ class RemoveRule:
 LayerItem: TypeAlias = Setting | RuleBlock | IdentityBlock | Treat | RemoveRule
 
 
-@frozen
+@attrs.frozen
 class Layer:
     name: str
     title: str | None
@@ -332,7 +331,7 @@ class Layer:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class RemoveLayer:
     name: str
     clauses: Clauses
@@ -340,7 +339,7 @@ class RemoveLayer:
 
 
 # ---- declarations -------------------------------------------------------------------------------
-@frozen
+@attrs.frozen
 class IdentityDecl:
     name: str
     title: str | None
@@ -348,7 +347,7 @@ class IdentityDecl:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class RegionDecl:
     name: str
     title: str | None
@@ -356,7 +355,7 @@ class RegionDecl:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class DiseaseEntry:
     ref: str
     is_name: bool  # an id (uremia) or a list name, rather than a Chinese disease name
@@ -364,7 +363,7 @@ class DiseaseEntry:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class DiseaseList:
     name: str
     title: str | None
@@ -373,7 +372,7 @@ class DiseaseList:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class HospitalList:
     name: str
     title: str | None
@@ -383,7 +382,7 @@ class HospitalList:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ColumnDecl:
     name: str
     entity: Literal["person", "claim"]
@@ -392,7 +391,7 @@ class ColumnDecl:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class FundDecl:
     name: str
     title: str | None
@@ -400,7 +399,7 @@ class FundDecl:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Param:
     name: str
     type: str | None
@@ -409,7 +408,7 @@ class Param:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ConditionDef:
     name: str
     title: str | None
@@ -418,7 +417,7 @@ class ConditionDef:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class SharedCap:
     name: str
     value: Value
@@ -427,7 +426,7 @@ class SharedCap:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Share:
     identities: tuple[str, ...]
     value: Value
@@ -435,7 +434,7 @@ class Share:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class SubsidyAmount:
     value: Value
     clauses: Clauses
@@ -445,7 +444,7 @@ class SubsidyAmount:
 SubsidyItem: TypeAlias = SubsidyAmount | Scope | Share | Treat
 
 
-@frozen
+@attrs.frozen
 class Subsidy:
     name: str
     title: str | None
@@ -455,7 +454,7 @@ class Subsidy:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Measure:
     after: tuple[str, ...]
     where: Cond
@@ -463,7 +462,7 @@ class Measure:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Threshold:
     cond: Cond
     value: Value
@@ -471,7 +470,7 @@ class Threshold:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Alert:
     name: str
     title: str | None
@@ -480,24 +479,24 @@ class Alert:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ReqExists:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ReqTiered:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ReqRate:
     op: str
     value: Value
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ReqCap:
     op: str
     value: Value
@@ -505,12 +504,12 @@ class ReqCap:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ReqNoCap:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ReqRateRelation:
     left: Cond
     op: str
@@ -521,7 +520,7 @@ class ReqRateRelation:
 ReqProp: TypeAlias = ReqExists | ReqTiered | ReqRate | ReqCap | ReqNoCap | ReqRateRelation
 
 
-@frozen
+@attrs.frozen
 class Requirement:
     layer: str
     prop: ReqProp
@@ -530,7 +529,7 @@ class Requirement:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Target:
     name: str
     title: str | None
@@ -542,7 +541,7 @@ class Target:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Repeal:
     target: str
     is_name: bool
@@ -551,14 +550,14 @@ class Repeal:
 
 
 # ---- in-file tests ------------------------------------------------------------------------------
-@frozen
+@attrs.frozen
 class Field:
     name: str
     value: str  # the value as it would be written in a data file ("tekun;dibao@2023-03-01")
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class TestRecord:
     kind: Literal["person", "claim"]
     name: str
@@ -566,7 +565,7 @@ class TestRecord:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Expect:
     kind: Literal["claim", "person"]
     name: str
@@ -575,19 +574,19 @@ class Expect:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class ExpectError:
     message: str
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class TestAsOf:
     date: datetime.date
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class TestSet:
     name: str
     value: Value
@@ -597,7 +596,7 @@ class TestSet:
 TestItem: TypeAlias = TestRecord | Expect | ExpectError | TestAsOf | TestSet
 
 
-@frozen
+@attrs.frozen
 class Test:
     title: str
     items: tuple[TestItem, ...]
@@ -626,7 +625,7 @@ PolicyItem: TypeAlias = (
 )
 
 
-@frozen
+@attrs.frozen
 class Policy:
     name: str
     title: str | None
@@ -641,21 +640,21 @@ class Policy:
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Import:
     path: str
     alias: str | None
     span: Span = _span()
 
 
-@frozen
+@attrs.frozen
 class Comment:
     text: str
     line: int
     column: int
 
 
-@frozen
+@attrs.frozen
 class File:
     path: str
     imports: tuple[Import, ...]

@@ -9,11 +9,20 @@ from typing import Any, NoReturn
 import click
 
 from policy_lang import diagnostics as dg
+from policy_lang.ast import Span
 from policy_lang import interp
 from policy_lang.data import DataError, Dataset, load_dataset
 from policy_lang.diagnostics import PolicyError, SourceCache
-from policy_lang.pipeline import (Built, SettingError, build, data_vocabulary, iter_pol_files, parse_date_option,
-                                  parse_settings, write_atomic)
+from policy_lang.pipeline import (
+    Built,
+    SettingError,
+    build,
+    data_vocabulary,
+    iter_pol_files,
+    parse_date_option,
+    parse_settings,
+    write_atomic,
+)
 
 EXIT_FINDINGS, EXIT_USAGE = 1, 2
 
@@ -75,7 +84,7 @@ def check_cmd(files: tuple[str, ...], floors: str | None, fmt: str) -> None:
         _die("no .pol files found")
     for path in paths:
         if not path.exists():
-            found.append(dg.error("no such file", dg.ast.Span(str(path), 1, 1, 1, 1)))
+            found.append(dg.error("no such file", Span(str(path), 1, 1, 1, 1)))
             continue
         try:
             built = build(path, sources)

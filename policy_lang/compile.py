@@ -8,10 +8,29 @@ from policy_lang import ast
 from policy_lang.check import CheckedPolicy, ordered_rules, rule_preds
 from policy_lang.conditions import and_, env_of, lower_cond
 from policy_lang.diagnostics import Diagnostic, PolicyError, error
-from policy_lang.graph import (AlertNode, ColumnInfo, Epoch, Graph, IdentitySpec, LayerInfo, LayerVersion, Lit,
-                               PIn, PNot, Pool, Pred, Program, PTrue, Rule, Share, SubsidyNode, TargetNode,
-                               Threshold, Val)
-from policy_lang.resolve import RLayer, Resolved
+from policy_lang.graph import (
+    AlertNode,
+    ColumnInfo,
+    Epoch,
+    Graph,
+    IdentitySpec,
+    LayerInfo,
+    LayerVersion,
+    Lit,
+    PIn,
+    PNot,
+    Pool,
+    Pred,
+    Program,
+    PTrue,
+    Rule,
+    Share,
+    SubsidyNode,
+    TargetNode,
+    Threshold,
+    Val,
+)
+from policy_lang.resolve import Resolved, RLayer
 from policy_lang.values import NoneVal, to_fen, to_ppm
 
 # Value a parameter takes when no rule of the layer sets it.
@@ -134,8 +153,7 @@ def _alerts(res: Resolved, order: list[str]) -> tuple[AlertNode, ...]:
         assert alert.measure is not None
         where = lower_cond(alert.measure.where, env_of(res, in_layer=False), diags)
         thresholds = tuple(
-            Threshold(lower_cond(cond, env_of(res, in_layer=False, person_only=True), diags), cast(Val, value),
-                      cites)
+            Threshold(lower_cond(cond, env_of(res, in_layer=False, person_only=True), diags), value, cites)
             for cond, value, cites, _span in alert.thresholds if not isinstance(value, NoneVal))
         out.append(AlertNode(alert.id, alert.title, tuple(order.index(x) for x in alert.measure.after), where,
                              thresholds, alert.cites))

@@ -18,8 +18,20 @@ import attrs
 
 from policy_lang import ast, vocabulary
 from policy_lang.diagnostics import Diagnostic, did_you_mean, error
-from policy_lang.graph import (PAdmission, PAnd, PCompare, Pred, PHas, PHolds, PIn, PNonEmpty, PNot, POr,
-                               PSelected, PTrue)
+from policy_lang.graph import (
+    PAdmission,
+    PAnd,
+    PCompare,
+    PHas,
+    PHolds,
+    PIn,
+    PNonEmpty,
+    PNot,
+    POr,
+    Pred,
+    PSelected,
+    PTrue,
+)
 
 _FINITE: dict[str, frozenset[Any]] = {
     "kind": frozenset(vocabulary.KINDS), "level": frozenset({1, 2, 3}),
@@ -256,15 +268,15 @@ def _atom(pred: Pred) -> list[Term]:
         case PCompare(field, op, value):
             if isinstance(value, bool):
                 return [{("f", field): value if op == "=" else not value}]
-            if isinstance(value, int) and field not in _FINITE or field == "level" and op in _ORDER_OPS:
+            if (isinstance(value, int) and field not in _FINITE) or (field == "level" and op in _ORDER_OPS):
                 assert isinstance(value, int)
                 return [{("f", field): _num_atom(op, value)}]
             return [{("f", field): Cat(op == "=", frozenset({value}))}]
         case PIn(field, values):
             return [{("f", field): Cat(True, frozenset(values))}]
         case PHas(field, values, all_):
-            items = [{("has", field, v): True} for v in sorted(values)]
-            return [dict(kv for t in items for kv in t.items())] if all_ else items  # type: ignore[misc]
+            items: list[Term] = [{("has", field, v): True} for v in sorted(values)]
+            return [{k: c for t in items for k, c in t.items()}] if all_ else items
         case PNonEmpty(field):
             return [{("nonempty", field): True}]
         case PHolds(ids):

@@ -15,12 +15,11 @@ from typing import Generic, Literal, TypeAlias, TypeVar
 
 import attrs
 
-frozen = attrs.frozen
 RATE_ONE = 1_000_000  # 100% in ppm
 FEN_PER_YUAN = 100
 
 
-@frozen
+@attrs.frozen
 class Cite:
     """Where a value came from: the document, the article, and the .pol line that encodes it."""
 
@@ -38,36 +37,36 @@ class Cite:
 
 
 # ---- values: evaluated per claim to an int (fen, ppm or count) ------------------------------------------
-@frozen
+@attrs.frozen
 class Lit:
     value: int
 
 
-@frozen
+@attrs.frozen
 class Lvl:
     """A value by the claim's hospital level 1/2/3."""
 
     values: tuple[int, int, int]
 
 
-@frozen
+@attrs.frozen
 class Below:
     """The value the rules below this one give (a claim-time relative change refers to it)."""
 
 
-@frozen
+@attrs.frozen
 class Prev:
     """The deductible charged on the person's previous in-scope inpatient claim this year."""
 
 
-@frozen
+@attrs.frozen
 class Param:
     """A named parameter left unspecified by the policy; supplied with `--set name=value`."""
 
     name: str
 
 
-@frozen
+@attrs.frozen
 class Op:
     """add | sub | mul (money × rate, rounded half-up to the fen; or rate × rate) | max | min."""
 
@@ -80,27 +79,27 @@ Val: TypeAlias = Lit | Lvl | Below | Prev | Param | Op
 
 
 # ---- predicates over a claim and its person ------------------------------------------------------------
-@frozen
+@attrs.frozen
 class PTrue:
     pass
 
 
-@frozen
+@attrs.frozen
 class PAnd:
     items: tuple[Pred, ...]
 
 
-@frozen
+@attrs.frozen
 class POr:
     items: tuple[Pred, ...]
 
 
-@frozen
+@attrs.frozen
 class PNot:
     item: Pred
 
 
-@frozen
+@attrs.frozen
 class PCompare:
     """A scalar field compared with a constant: field is a claim/person field or a declared column."""
 
@@ -109,13 +108,13 @@ class PCompare:
     value: int | str | bool
 
 
-@frozen
+@attrs.frozen
 class PIn:
     field: str
     values: frozenset[int | str | bool]
 
 
-@frozen
+@attrs.frozen
 class PHas:
     """A set field (diseases, chronic, certified = diseases ∩ chronic) holds any / all of values."""
 
@@ -124,28 +123,28 @@ class PHas:
     all: bool
 
 
-@frozen
+@attrs.frozen
 class PNonEmpty:
     """A set field holds anything at all (`certified`: some disease of the claim is certified)."""
 
     field: Literal["diseases", "chronic", "certified"]
 
 
-@frozen
+@attrs.frozen
 class PHolds:
     """The person holds any of these identities on the claim's date (or in the year, for persons)."""
 
     identities: frozenset[str]
 
 
-@frozen
+@attrs.frozen
 class PSelected:
     """The identity schedule selected for this layer (by precedence) is one of these."""
 
     identities: frozenset[str]
 
 
-@frozen
+@attrs.frozen
 class PAdmission:
     """The claim is the n-th in-scope inpatient claim of the person-year in this layer, compared."""
 
@@ -161,7 +160,7 @@ Pred: TypeAlias = (PTrue | PAnd | POr | PNot | PCompare | PIn | PHas | PNonEmpty
 T = TypeVar("T")
 
 
-@frozen
+@attrs.frozen
 class Rule(Generic[T]):
     name: str
     pred: Pred
@@ -170,25 +169,25 @@ class Rule(Generic[T]):
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class Program(Generic[T]):
     rules: tuple[Rule[T], ...]
 
 
 # ---- pricing: how the payable part of the base is paid ------------------------------------------------------
-@frozen
+@attrs.frozen
 class Tier:
     low: int  # fen
     high: int | None  # fen; None = no upper bound
     rate: int  # ppm
 
 
-@frozen
+@attrs.frozen
 class Flat:
     rate: Val  # ppm
 
 
-@frozen
+@attrs.frozen
 class Tiered:
     """Marginal tiers on the person-year accumulator: `payable` (above the deductible) or `base`."""
 
@@ -196,7 +195,7 @@ class Tiered:
     tiers: tuple[Tier, ...]
 
 
-@frozen
+@attrs.frozen
 class Unit:
     """A fixed amount per unit of a claim column (bed_days × amount), instead of a rate."""
 
@@ -207,7 +206,7 @@ class Unit:
 Pricing: TypeAlias = Flat | Tiered | Unit
 
 
-@frozen
+@attrs.frozen
 class BonusSpec:
     """Extra rate on the part of the payable amount given by a claim column (tcm_cost)."""
 
@@ -218,14 +217,14 @@ class BonusSpec:
 Period: TypeAlias = Literal["claim", "admission", "year"]
 
 
-@frozen
+@attrs.frozen
 class IdentitySpec:
     precedence: Literal["best", "order"]
     order: tuple[str, ...]  # schedule identities, in declared order (also the tie-break of "best")
     mapping: tuple[tuple[str, str], ...]  # held identity -> schedule identity (treat … as …)
 
 
-@frozen
+@attrs.frozen
 class LayerVersion:
     scope: Pred
     scope_cites: tuple[Cite, ...]
@@ -242,7 +241,7 @@ class LayerVersion:
     accumulator: Program[str]
 
 
-@frozen
+@attrs.frozen
 class LayerInfo:
     id: str
     title: str
@@ -250,7 +249,7 @@ class LayerInfo:
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class Pool:
     """A per-person-year cap shared by adjacent layers with disjoint scopes."""
 
@@ -260,14 +259,14 @@ class Pool:
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class Threshold:
     pred: Pred  # on the person (identities held in the year, scheme, …)
     amount: Val  # fen
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class AlertNode:
     id: str
     title: str
@@ -277,14 +276,14 @@ class AlertNode:
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class Share:
     identities: frozenset[str]
     rate: Val  # ppm
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class SubsidyNode:
     id: str
     title: str
@@ -294,7 +293,7 @@ class SubsidyNode:
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class TargetNode:
     """A population-level target (a payout ratio) measured by the simulator on any policy's layers."""
 
@@ -307,7 +306,7 @@ class TargetNode:
     cites: tuple[Cite, ...]
 
 
-@frozen
+@attrs.frozen
 class Epoch:
     """Rules in force from start (inclusive) to end (exclusive); None = unbounded."""
 
@@ -322,14 +321,14 @@ class Epoch:
     documents: tuple[str, ...]  # documents in force, base first
 
 
-@frozen
+@attrs.frozen
 class ColumnInfo:
     name: str
     entity: Literal["claim", "person"]
     type: Literal["bool", "int", "money", "text"]
 
 
-@frozen
+@attrs.frozen
 class Graph:
     policy: str
     title: str

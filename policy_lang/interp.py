@@ -19,10 +19,38 @@ from typing import Any
 import attrs
 
 from policy_lang.data import Claim, Dataset, Person
-from policy_lang.graph import (RATE_ONE, Below, BonusSpec, Cite, Epoch, Flat, Graph, LayerVersion, Lit, Lvl, Op,
-                               PAdmission, PAnd, Param, PCompare, Pred, PHas, PHolds, PIn, PNonEmpty, PNot, POr, Prev,
-                               Program,
-                               PSelected, PTrue, Rule, Tiered, Unit, Val)
+from policy_lang.graph import (
+    RATE_ONE,
+    Below,
+    BonusSpec,
+    Cite,
+    Epoch,
+    Flat,
+    Graph,
+    LayerVersion,
+    Lit,
+    Lvl,
+    Op,
+    PAdmission,
+    PAnd,
+    Param,
+    PCompare,
+    PHas,
+    PHolds,
+    PIn,
+    PNonEmpty,
+    PNot,
+    POr,
+    Pred,
+    Prev,
+    Program,
+    PSelected,
+    PTrue,
+    Rule,
+    Tiered,
+    Unit,
+    Val,
+)
 
 
 class EvalError(Exception):
@@ -326,8 +354,8 @@ class _PersonYear:
         return [index]
 
     def _run_layer(self, index: int) -> None:
-        spec = next((e.layers[index].identity for e in self.epochs if e.layers[index] is not None
-                     and e.layers[index].identity is not None), None)  # type: ignore[union-attr]
+        versions = [e.layers[index] for e in self.epochs]
+        spec = next((v.identity for v in versions if v is not None and v.identity is not None), None)
         candidates = self._candidates(index) if spec is not None and spec.precedence == "best" else []
         if len(candidates) <= 1:
             fixed = candidates[0] if candidates else None
@@ -486,12 +514,12 @@ class _PersonYear:
         segments = []
         exact = Fraction(0)
         for tier in pricing.tiers:
-            lo = max(low, tier.low)
-            hi = high if tier.high is None else min(high, tier.high)
-            if hi > lo:
-                amount = Fraction(_clamp_rate(tier.rate) * (hi - lo), RATE_ONE)
-                segments.append(Segment(lo, hi, tier.rate, amount))
-                exact += amount
+            seg_low = max(low, tier.low)
+            seg_high = high if tier.high is None else min(high, tier.high)
+            if seg_high > seg_low:
+                share = Fraction(_clamp_rate(tier.rate) * (seg_high - seg_low), RATE_ONE)
+                segments.append(Segment(seg_low, seg_high, tier.rate, share))
+                exact += share
         return exact, tuple(segments), Fraction(0), f"tiers on {pricing.axis}"
 
     def _bonus(self, values: _Values, version: LayerVersion, claim: Claim, rate: int, payable: int) -> Fraction:

@@ -7,8 +7,9 @@ import functools
 import re
 from decimal import Decimal, InvalidOperation
 from importlib import resources
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import lark
 from lark import Token, Transformer, v_args
@@ -100,7 +101,8 @@ def _inside_string(text: str, pos: int) -> bool:
 def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, text: str, path: str) -> Any:
     line, col = getattr(exc, "line", 1) or 1, getattr(exc, "column", 1) or 1
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream or 0
+        ch = text[pos] if pos < len(text) else ""
         span = ast.Span(path, line, col, line, col + 1)
         hint = None
         if "\u4e00" <= ch <= "\u9fff" or ch.isalnum():
@@ -110,7 +112,7 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, text: str, path: st
         last = text.rstrip().splitlines() or [""]
         n = len(last)
         span = ast.Span(path, n, len(last[-1]) + 1, n, len(last[-1]) + 2)
-        return error("unexpected end of file", span, _expected_hint(exc.expected))
+        return error("unexpected end of file", span, _expected_hint({str(t) for t in exc.expected}))
     assert isinstance(exc, lark.exceptions.UnexpectedToken)
     tok = exc.token
     shown = "end of file" if tok.type == "$END" else f"`{tok.value}`"
@@ -119,14 +121,14 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, text: str, path: st
     return error(f"unexpected {shown}", span, _expected_hint(exc.expected))
 
 
-def _expected_hint(expected: set[str] | frozenset[str]) -> str | None:
+def _expected_hint(expected: Iterable[str]) -> str | None:
     words = keyword_spellings()
     names = sorted({_TERMINAL_NAMES.get(t) or (f"`{words[t]}`" if t in words else t.lower())
                     for t in expected if not t.startswith("__")})
     if not names:
         return None
     if len(names) > 12:
-        names = names[:12] + ["…"]
+        names = [*names[:12], "…"]
     return "expected " + ", ".join(names)
 
 
@@ -290,7 +292,8 @@ class _Builder(Transformer[Token, Any]):
 
     def column_decl(self, meta: Meta, ch: list[Any]) -> ast.ColumnDecl:
         names = _names(ch)
-        entity = "person" if any(isinstance(c, Token) and c.type == "PERSON" for c in ch) else "claim"
+        entity: Literal["person", "claim"] = (
+            "person" if any(isinstance(c, Token) and c.type == "PERSON" for c in ch) else "claim")
         return ast.ColumnDecl(str(names[0]), entity, str(names[1]), _clauses(ch), self._span(meta))
 
     def fund(self, meta: Meta, ch: list[Any]) -> ast.FundDecl:
@@ -369,7 +372,7 @@ class _Builder(Transformer[Token, Any]):
         return ast.Rate(_values(ch)[0], _clauses(ch), self._span(meta))
 
     def tiers(self, meta: Meta, ch: list[Any]) -> ast.Tiers:
-        axis = next((c.axis for c in ch if isinstance(c, _Axis)), "payable")
+        axis = cast(Literal["payable", "base"], next((c.axis for c in ch if isinstance(c, _Axis)), "payable"))
         return ast.Tiers(axis, tuple(_of(ch, ast.Tier)), _clauses(ch), self._span(meta))
 
     def axis_base(self, meta: Meta, ch: list[Any]) -> _Axis:
@@ -410,7 +413,8 @@ class _Builder(Transformer[Token, Any]):
 
     def rule_block(self, meta: Meta, ch: list[Any]) -> ast.RuleBlock:
         toks = {c.type for c in ch if isinstance(c, Token)}
-        kind = "exception" if "EXCEPTION" in toks else "rule" if "RULE" in toks else "when"
+        kind: Literal["when", "rule", "exception"] = (
+            "exception" if "EXCEPTION" in toks else "rule" if "RULE" in toks else "when")
         names = [c for c in ch if isinstance(c, _Name)]
         over = next((c.names for c in ch if isinstance(c, _Over)), ())
         items = tuple(c for c in ch if isinstance(c, _LAYER_ITEMS))
@@ -692,7 +696,7 @@ class _Over:
 
 
 class _Precedence:
-    def __init__(self, value: str):
+    def __init__(self, value: Literal["best", "order"]):
         self.value = value
 
 

@@ -177,7 +177,7 @@ def _collect_dates(node: object, dates: set[datetime.date]) -> None:
         if node.until:
             dates.add(node.until + datetime.timedelta(days=1))
     if attrs.has(type(node)):
-        for field in attrs.fields(type(node)):
+        for field in attrs.fields(type(node)):  # type: ignore[arg-type]
             if field.name != "span":
                 _collect_dates(getattr(node, field.name), dates)
     elif isinstance(node, tuple):
@@ -250,7 +250,7 @@ class _Applier:
         # Declarations first, so a layer may use a parameter or a list declared further down.
         declarations = (ast.IdentityDecl, ast.RegionDecl, ast.DiseaseList, ast.HospitalList, ast.ColumnDecl,
                         ast.FundDecl, ast.Param, ast.ConditionDef)
-        ordered = [i for i in p.items if isinstance(i, declarations)]
+        ordered: list[ast.PolicyItem] = [i for i in p.items if isinstance(i, declarations)]
         ordered += [i for i in p.items if not isinstance(i, declarations)]
         for item in ordered:
             if in_force(item.clauses, self.day):
@@ -321,7 +321,7 @@ class _Applier:
     def _param(self, item: ast.Param) -> None:
         cites = (self.cite(item.span, item.clauses.source),)
         if item.value is None:
-            kind = _PARAM_TYPES.get(item.type or "", None)
+            kind = _PARAM_TYPES.get(item.type or "")
             if kind is None:
                 self.fail(f"unknown parameter type `{item.type}`", item.span,
                           "types: money, rate, count, text, bool")
@@ -677,7 +677,7 @@ def _suggest(name: str, known: Iterable[str]) -> str | None:
 
 def pricing_of(rule: RRule) -> Pricing | None:
     s = rule.settings.get("pricing")
-    return s.value if s is not None else None  # type: ignore[no-any-return]
+    return s.value if s is not None else None
 
 
 def is_none(value: object) -> bool:

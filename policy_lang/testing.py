@@ -9,11 +9,18 @@ from decimal import Decimal, InvalidOperation
 import attrs
 
 from policy_lang import ast
-from policy_lang.data import (Claim, DataError, Dataset, Person, claim_from_fields, format_money,
-                              person_from_fields)
+from policy_lang.data import (
+    Claim,
+    DataError,
+    Dataset,
+    Person,
+    claim_from_fields,
+    format_money,
+    person_from_fields,
+)
 from policy_lang.interp import EvalError, Options, Result
 from policy_lang.pipeline import Built, data_vocabulary
-from policy_lang.values import Context, ValueError_, lower
+from policy_lang.values import Context, Kind, ValueError_, lower
 
 # Shorter spellings accepted in test records, mapped to data columns.
 _ALIASES = {"person": "person_id", "level": "hospital_level", "total": "total_cost", "eligible": "eligible_cost"}
@@ -106,7 +113,7 @@ def _setting(built: Built, name: str, value: ast.Value, span: ast.Span) -> int:
     kind = param_kinds(built.checked).get(name)
     if kind is None:
         raise _Bad(f"{span}: unknown parameter `{name}`")
-    want = "rate" if kind == "rate" else "count" if kind == "count" else "money"
+    want: Kind = "rate" if kind == "rate" else "count" if kind == "count" else "money"
     try:
         low = lower(value, want, Context())
     except ValueError_ as exc:
@@ -138,7 +145,7 @@ def _compare(test: ast.Test, result: Result, subsidies: set[str]) -> list[str]:
                 failures.append(f"{item.span}: no person-year `{item.name} {item.year}` in this test")
                 continue
             got = dict(zip(result.layers, p.payments, strict=True)) | {"out_of_pocket": p.out_of_pocket}
-            got |= {sid: 0 for sid in subsidies} | dict(p.subsidies)
+            got |= dict.fromkeys(subsidies, 0) | dict(p.subsidies)
             failures.extend(_compare_fields(item, got, f"person {item.name} {item.year}", p.alerts))
     return failures
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from policy_lang import interp
-from policy_lang.requirements import check_against
 from policy_lang.pipeline import build
+from policy_lang.requirements import check_against
 from tests.helpers import build_source, evaluate, paid, write
 
 P = {"person_id": "p1", "scheme": "resident"}
