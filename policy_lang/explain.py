@@ -83,7 +83,10 @@ def _layer(t: LayerTrace, title: str, fund: str) -> list[str]:
     out = [f"{head}: paid {format_money(t.payment)}"]
     if t.identity or t.alternatives:
         out.append(f"      identity schedule: {t.identity or 'general'}" + _alternatives(t))
-    out.append(f"      base {format_money(t.base)}" + (f"  ({_cites(t.base_cites)})" if t.base_cites else ""))
+    if t.scope_cites:
+        out.append(f"      in scope ({_cites(t.scope_cites)})")
+    base_note = _cites(t.base_cites) if t.base_cites else "the eligible self-pay the layers before it left"
+    out.append(f"      base {format_money(t.base)}  ({base_note})")
     if t.deductible_rule:
         name, cites = t.deductible_rule
         out.append(f"      deductible {format_money(t.deductible)} charged ({t.period}; rule {name}: {_cites(cites)})")
