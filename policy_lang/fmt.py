@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+import unicodedata
 from collections.abc import Iterator
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypeGuard
 
 import attrs
 import lark
@@ -16,6 +18,7 @@ from policy_lang.parse import grammar_text, parse
 INDENT = 2  # spaces per `{` level
 CONTINUATION = 4  # extra indent of a statement's wrapped part (header clauses, lines split by comments)
 SHORT_LIST = 3  # disease and hospital lists with at most this many entries stay on one line
+LINE_LIMIT = 100  # a longer statement line is wrapped before the `and`/`or` of its condition
 
 Blank: TypeAlias = Literal["none", "keep", "force"]  # blank line before: never, if written, always
 Node: TypeAlias = "Tree[Token] | Token"
@@ -46,6 +49,7 @@ class _Tok:
     pos: int
     brk: _Break | None = None
     glue: bool = False  # no space after (a sign: `+10%`, `×50%`)
+    soft: bool = False  # the line may be wrapped before this token (`and`/`or` of a condition)
 
 
 @attrs.frozen
@@ -61,7 +65,7 @@ def format_source(text: str, path: str = "<string>") -> str:
     tree = _parser().parse(text)
     emitter = _Emitter()
     emitter.start(tree)
-    return _Renderer(text, _comments(text, list(_leaves(tree)))).render(emitter.out)
+    return _Renderer(text, _comments(text, list(_leaves(tree)))).render(_wrap_long(emitter.out))
 
 
 @functools.cache
@@ -115,6 +119,7 @@ class _Emitter:
         self.out: list[_Tok] = []
         self.pending: _Break | None = None
         self.wrap_header = False  # the policy header has several clauses: one per line
+        self.in_cond = False  # inside the outermost condition of a statement
 
     def brk(self, depth: int, blank: Blank, statement: bool = True, extra: int = 0) -> None:
         self.pending = _Break(depth * INDENT + extra, blank, statement)
@@ -134,12 +139,23 @@ class _Emitter:
             self.token(node)
             return
         handler = _HANDLERS.get(str(node.data))
-        if handler is not None:
+        if node.data in ("cond_or", "cond_and") and not self.in_cond:
+            self.condition(node, depth)
+        elif handler is not None:
             handler(self, node, depth)
         elif node.data in _BLOCKS:
             self.block(node, depth)
         else:
             self.inline(node.children, depth)
+
+    def condition(self, tree: Tree[Token], depth: int) -> None:
+        """The outermost `and`/`or` chain of a statement: its operators are soft line breaks."""
+        self.in_cond = True
+        for child in tree.children:
+            self.node(child, depth)
+            if isinstance(child, Token) and child.type in ("AND", "OR"):
+                self.out[-1].soft = True
+        self.in_cond = False
 
     def inline(self, children: list[Node], depth: int) -> None:
         for child in children:
@@ -151,10 +167,10 @@ class _Emitter:
         for child in tree.children:
             if _is_tok(child, "{") and not opened:
                 opened = True
-                self.token(child)  # type: ignore[arg-type]
+                self.token(child)
             elif _is_tok(child, "}"):
                 self.brk(depth, "none")
-                self.token(child)  # type: ignore[arg-type]
+                self.token(child)
             elif opened and _is_tok(child, ";"):
                 continue
             elif opened:
@@ -196,10 +212,10 @@ class _Emitter:
                 self.node(child, depth + 1)
             elif _is_tok(child, ";") or _is_tok(child, ","):
                 if _pos(child) < _pos(tiers[-1]):
-                    self.token(child, ";")  # type: ignore[arg-type]
+                    self.token(child, ";")
             elif _is_tok(child, "}"):
                 self.brk(depth, "none")
-                self.token(child)  # type: ignore[arg-type]
+                self.token(child)
             else:
                 self.node(child, depth)
 
@@ -250,7 +266,7 @@ def _item_blank(prev: Node | None, item: Node, top: bool, wrapped: bool) -> Blan
 
 def _is_spaced(node: Node) -> bool:
     if _is(node, "disease_list", "hospital_list"):
-        return len(_list_entries(node)) > SHORT_LIST  # type: ignore[arg-type]
+        return len(_list_entries(node)) > SHORT_LIST
     return _is(node, *_SPACED_ITEMS)
 
 
@@ -258,11 +274,11 @@ def _pos(node: Node) -> int:
     return _start(node) if isinstance(node, Token) else node.meta.start_pos
 
 
-def _is(node: Node, *names: str) -> bool:
+def _is(node: Node, *names: str) -> TypeGuard[Tree[Token]]:
     return isinstance(node, Tree) and node.data in names
 
 
-def _is_tok(node: Node, value: str) -> bool:
+def _is_tok(node: Node, value: str) -> TypeGuard[Token]:
     return isinstance(node, Token) and node.value == value
 
 
@@ -284,6 +300,28 @@ _HANDLERS = {
     "fields": _Emitter.fields,
     **dict.fromkeys(("rel_add", "rel_sub", "rel_mul"), _Emitter.signed),
 }
+
+
+# ---- long lines -----------------------------------------------------------------------------------
+def _wrap_long(toks: list[_Tok]) -> list[_Tok]:
+    """Break an over-long line before each soft token, indented as a continuation of the line."""
+    start = 0
+    for end in [*(i for i, t in enumerate(toks) if t.brk is not None and i), len(toks)]:
+        line = toks[start:end]
+        brk = line[0].brk
+        indent = brk.indent if brk is not None else 0
+        if indent + _width(line) > LINE_LIMIT:
+            for tok in line:
+                if tok.soft:
+                    tok.brk = _Break(indent + CONTINUATION, "none", statement=False)
+        start = end
+    return toks
+
+
+def _width(line: list[_Tok]) -> int:
+    """Display width of tokens laid out on one line (CJK characters count two columns)."""
+    spaces = sum(_spaced(a, b) for a, b in itertools.pairwise(line))
+    return spaces + sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for t in line for ch in t.text)
 
 
 # ---- tokens + comments -> text -------------------------------------------------------------------
@@ -312,8 +350,8 @@ class _Renderer:
         for tok in toks:
             self.place(tok)
         self.place_comments(None, None)
-        body = "\n".join(("\n" if line.blank and n else "") + line.text() for n, line in enumerate(self.lines))
-        return body.strip("\n") + "\n"
+        texts = [("\n" if line.blank and n else "") + line.text() for n, line in enumerate(self.lines)]
+        return "\n".join(texts).strip("\n") + "\n"
 
     def place(self, tok: _Tok) -> None:
         brk = self.place_comments(tok, tok.brk)
@@ -337,9 +375,7 @@ class _Renderer:
     def place_comments(self, tok: _Tok | None, brk: _Break | None) -> _Break | None:
         """Emit the comments before `tok`; returns the break `tok` needs (comments may force one)."""
         own: list[_Comment] = []
-        while self.next_comment < len(self.comments) and (tok is None or self.comments[self.next_comment].pos < tok.pos):
-            comment = self.comments[self.next_comment]
-            self.next_comment += 1
+        for comment in self.comments_before(tok):
             if comment.trailing and self.lines:
                 self.lines[-1].parts.append(" " + comment.text)
                 brk = brk or self.continuation()
@@ -350,6 +386,15 @@ class _Renderer:
         brk = brk or (_Break(0, "keep") if tok is None else self.continuation())
         self.own_line(own, brk, tok)
         return attrs.evolve(brk, blank="none" if tok is None or tok.text == "}" else "keep")
+
+    def comments_before(self, tok: _Tok | None) -> Iterator[_Comment]:
+        """The comments not yet placed that precede `tok` (all of them at the end of the file)."""
+        while self.next_comment < len(self.comments):
+            comment = self.comments[self.next_comment]
+            if tok is not None and comment.pos > tok.pos:
+                return
+            self.next_comment += 1
+            yield comment
 
     def own_line(self, comments: list[_Comment], brk: _Break, tok: _Tok | None) -> None:
         closing = tok is not None and tok.text == "}" and brk.statement

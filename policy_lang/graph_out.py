@@ -21,15 +21,17 @@ from policy_lang.graph import (
     PAdmission,
     PAnd,
     PCompare,
+    Period,
     PHas,
     PHolds,
     PIn,
     PNot,
     POr,
     Pred,
+    Program,
     PSelected,
     PTrue,
-    Program,
+    Rule,
     Tiered,
     Unit,
     Val,
@@ -74,9 +76,10 @@ def to_json(graph: Graph, day: datetime.date | None) -> str:
 
 def jsonable(obj: object) -> Any:
     """Graph data -> JSON-ready values: attrs nodes become {"node": class name, field: value, …}."""
-    if attrs.has(type(obj)):
-        out: dict[str, Any] = {"node": type(obj).__name__}
-        for field in attrs.fields(type(obj)):
+    cls = type(obj)
+    if attrs.has(cls):
+        out: dict[str, Any] = {"node": cls.__name__}
+        for field in attrs.fields(cls):
             out[field.name] = jsonable(getattr(obj, field.name))
         return out
     if isinstance(obj, datetime.date):
@@ -207,26 +210,32 @@ def _program(title: str, program: Program[Any], render: Callable[[Any], str]) ->
     """`title: default value`, then one `if condition: value` line per more specific rule."""
     if not program.rules:
         return []
-    lines: list[str] = []
-    for pred, value in _merged([(rule.pred, render(rule.value)) for rule in program.rules]):
-        lines.append(f"{title}: {value}" if isinstance(pred, PTrue) else f"if {pred_text(pred)}: {value}")
+    lines = [f"{title}: {value}" if cond is None else f"if {cond}: {value}"
+             for cond, value in _merged(program.rules, render)]
     if not isinstance(program.rules[0].pred, PTrue):
         lines.insert(0, f"{title}:")
     return lines
 
 
-def _merged(rules: list[tuple[Pred, str]]) -> list[tuple[Pred, str]]:
-    """Adjacent identity-schedule rules with the same value become one (`if tekun / orphan: 70%`)."""
-    out: list[tuple[Pred, str]] = []
-    for pred, value in rules:
-        if out and isinstance(pred, PSelected) and isinstance(out[-1][0], PSelected) and out[-1][1] == value:
-            pred = PSelected(out[-1][0].identities | pred.identities)
-            out.pop()
-        out.append((pred, value))
-    return out
+def _merged(rules: tuple[Rule[Any], ...], render: Callable[[Any], str]) -> list[tuple[str | None, str]]:
+    """(condition or None for the default, value) per rule; adjacent identity-schedule rules with the
+    same value become one (`if identity schedule orphan / tekun: rate 70%`)."""
+    out: list[tuple[str | None, str, frozenset[str]]] = []
+    for rule in rules:
+        value = render(rule.value)
+        ids = rule.pred.identities if isinstance(rule.pred, PSelected) else frozenset()
+        if ids and out and out[-1][2] and out[-1][1] == value:
+            ids = ids | out.pop()[2]
+        cond = None if isinstance(rule.pred, PTrue) else _selected(ids) if ids else pred_text(rule.pred)
+        out.append((cond, value, ids))
+    return [(cond, value) for cond, value, _ in out]
 
 
-def _periods(program: Program[str]) -> list[str]:
+def _selected(identities: frozenset[str]) -> str:
+    return f"identity schedule {' / '.join(sorted(identities))}"
+
+
+def _periods(program: Program[Period]) -> list[str]:
     periods = {rule.value for rule in program.rules}
     if len(periods) == 1:
         return [f"(per {periods.pop()})"]
@@ -246,13 +255,13 @@ def _pricing(pricing: Flat | Tiered | Unit | None) -> str:
     match pricing:
         case None:
             return "none"
-        case Flat(rate):
+        case Flat(rate=rate):
             return "rate " + _show(rate, "rate")
-        case Tiered(axis, tiers):
+        case Tiered(axis=axis, tiers=tiers):
             parts = [f"{_fen(t.low)} to {'…' if t.high is None else _fen(t.high)}: {show_int(t.rate, 'rate')}"
                      for t in tiers]
             return f"tiers on {axis}: " + "; ".join(parts)
-        case Unit(amount, column):
+        case Unit(amount=amount, column=column):
             return f"{_show(amount, 'money')} per {column}"
     raise AssertionError(pricing)  # pragma: no cover
 
@@ -270,23 +279,23 @@ def pred_text(pred: Pred) -> str:
     match pred:
         case PTrue():
             return "always"
-        case PAnd(items):
+        case PAnd(items=items):
             return " and ".join(_grouped(p) for p in items)
-        case POr(items):
+        case POr(items=items):
             return " or ".join(_grouped(p) for p in items)
-        case PNot(item):
+        case PNot(item=item):
             return "not " + _grouped(item)
-        case PCompare(field, op, value):
+        case PCompare(field=field, op=op, value=value):
             return f"{field} {op} {_atom(value)}"
-        case PIn(field, values):
+        case PIn(field=field, values=values):
             return f"{field} in ({_atoms(values)})"
-        case PHas(field, values, every):
+        case PHas(field=field, values=values, all=every):
             return f"{field} has {'all' if every else 'any'} ({_atoms(values)})"
-        case PHolds(identities):
+        case PHolds(identities=identities):
             return f"holds any ({_atoms(identities)})"
-        case PSelected(identities):
-            return f"identity schedule {' / '.join(sorted(identities))}"
-        case PAdmission(op, value):
+        case PSelected(identities=identities):
+            return _selected(identities)
+        case PAdmission(op=op, value=value):
             return f"admission {op} {value}"
     raise AssertionError(pred)  # pragma: no cover
 

@@ -64,11 +64,14 @@ def parse(text: str, path: str = "<string>") -> ast.File:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise PolicyError([_syntax_diagnostic(exc, text, path)]) from None
-    for m in re.finditer(r"#[^\n]*", text):
-        line = text.count("\n", 0, m.start()) + 1
-        col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-        if not _inside_string(text, m.start()):
-            comments.append(ast.Comment(m.group(0), line, col))
+    # Robustness: the LALR parser is not recursive, but the Transformer below and every later pass
+    # (conditions, DNF, values, check, resolve, fmt) are. Refuse deep nesting here, once, so none of
+    # them can hit Python's recursion limit (a RecursionError traceback) on hostile input.
+    _check_depth(tree, path)
+    # The lexer, not a regex, finds comments: a `#` inside a string ("第#1条" or “…”) is not one.
+    for tok in _parser().lex(text, dont_ignore=True):
+        if tok.type == "COMMENT":
+            comments.append(ast.Comment(str(tok), tok.line or 0, tok.column or 0))
     try:
         file = _Builder(path).transform(tree)
     except lark.exceptions.VisitError as exc:
@@ -77,6 +80,26 @@ def parse(text: str, path: str = "<string>") -> ast.File:
         raise
     assert isinstance(file, ast.File)
     return ast.File(file.path, file.imports, file.policy, tuple(comments))
+
+
+# Deepest nesting of the parse tree accepted. The bundled policies nest at most 10 levels; each
+# nested `when`, `not`, `max(`/`min(`, `by level` and each `+`/`-`/`×` of a chain adds one.
+MAX_DEPTH = 100
+
+
+def _check_depth(tree: lark.Tree[Token], path: str) -> None:
+    """Report the first node (in source order) deeper than MAX_DEPTH; iterative, so it cannot recurse."""
+    stack: list[tuple[lark.Tree[Token], int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            raise PolicyError([error(
+                f"nested too deeply (more than {MAX_DEPTH} levels)", ast.Span(path, line, col, line, col + 1),
+                "split it up: name parts with `condition` or `param`, or combine nested `when` blocks"
+                " with `and` (a long chain of `+`, `-` or `×` also counts one level per operator)")])
+        stack.extend((c, depth + 1) for c in reversed(node.children) if isinstance(c, lark.Tree))
 
 
 def parse_file(path: str | Path) -> ast.File:
@@ -91,11 +114,6 @@ def parse_file(path: str | Path) -> ast.File:
         raise PolicyError([error("the file is not UTF-8 text", span,
                                  "save it as UTF-8 (e.g. `iconv -f GBK -t UTF-8`)")]) from None
     return parse(text, str(path))
-
-
-def _inside_string(text: str, pos: int) -> bool:
-    line_start = text.rfind("\n", 0, pos) + 1
-    return text.count('"', line_start, pos) % 2 == 1
 
 
 def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, text: str, path: str) -> Any:

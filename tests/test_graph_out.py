@@ -81,6 +81,7 @@ def graph(tmp_path: Path) -> Graph:
 
 
 def _epoch_at(doc: dict[str, Any], day: datetime.date) -> dict[str, Any]:
+    epoch: dict[str, Any]
     for epoch in doc["epochs"]:
         if (epoch["start"] or "") <= day.isoformat() and (epoch["end"] is None or day.isoformat() < epoch["end"]):
             return epoch
