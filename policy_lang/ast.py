@@ -9,7 +9,6 @@ from typing import Literal, TypeAlias
 import attrs
 
 
-
 @attrs.frozen
 class Span:
     path: str

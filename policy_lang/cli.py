@@ -9,8 +9,8 @@ from typing import Any, NoReturn
 import click
 
 from policy_lang import diagnostics as dg
-from policy_lang.ast import Span
 from policy_lang import interp
+from policy_lang.ast import Span
 from policy_lang.data import DataError, Dataset, load_dataset
 from policy_lang.diagnostics import PolicyError, SourceCache
 from policy_lang.pipeline import (
@@ -273,3 +273,31 @@ def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
             click.echo(f"reformatted {path}", err=True)
     if check_only and unformatted:
         sys.exit(EXIT_FINDINGS)
+
+
+# ---- diff -------------------------------------------------------------------------------------------------------
+@main.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False))
+@click.option("--old-as-of", "old_as_of", help="Resolve OLD at this date (default: its document's effective date).")
+@click.option("--new-as-of", "new_as_of", help="Resolve NEW at this date (default: its document's effective date).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
+def diff_cmd(old: str, new: str, old_as_of: str | None, new_as_of: str | None, fmt: str, out: str | None) -> None:
+    """List what changed between two policy versions, value by value, with both citations."""
+    from policy_lang import diff
+
+    try:
+        old_day, new_day = parse_date_option(old_as_of), parse_date_option(new_as_of)
+    except SettingError as exc:
+        _die(str(exc))
+    sources = SourceCache()
+    old_built, new_built = _build_or_exit(old, sources), _build_or_exit(new, sources)
+    result = diff.structural_diff(old_built.checked, new_built.checked, old_day, new_day)
+    render: dict[str, Callable[[diff.StructuralDiff], str]] = {
+        "text": diff.to_text, "json": diff.to_json, "html": diff.to_html}
+    text = render[fmt](result)
+    if out:
+        write_atomic(out, text)
+    else:
+        click.echo(text, nl=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime
 import functools
 import re
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from importlib import resources
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, cast
 
