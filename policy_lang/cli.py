@@ -301,3 +301,157 @@ def diff_cmd(old: str, new: str, old_as_of: str | None, new_as_of: str | None, f
         write_atomic(out, text)
     else:
         click.echo(text, nl=False)
+
+
+# ---- population -------------------------------------------------------------------------------------------------
+@main.group("population")
+def population_group() -> None:
+    """Synthetic populations: generate one from a profile; describe one against a profile's targets."""
+
+
+def _profile_or_exit(name: str) -> Any:
+    from simulator.profile import ProfileError, load_profile
+
+    try:
+        return load_profile(name)
+    except ProfileError as exc:
+        _die(str(exc))
+
+
+@population_group.command("generate")
+@click.option("--size", required=True, type=click.IntRange(min=1), help="Number of persons.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Random seed: the same seed, size, profile and year give the same population.")
+@click.option("--profile", "profile_name", required=True,
+              help="A bundled profile (see `polc population profiles`) or a profile .toml file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for persons.parquet and claims.parquet (written atomically).")
+@click.option("--year", default=2023, show_default=True, type=click.IntRange(1900, 2100),
+              help="Calendar year of the claims and identity grants.")
+def population_generate_cmd(size: int, seed: int, profile_name: str, out: str, year: int) -> None:
+    """Generate a synthetic population (persons and claims, DESIGN.md §4) as Parquet files."""
+    import time
+    from pathlib import Path
+
+    from simulator.parquet_io import write_population
+    from simulator.population import generate_chunks
+
+    profile = _profile_or_exit(profile_name)
+    if Path(out).exists() and not Path(out).is_dir():
+        _die(f"--out {out}: exists and is not a directory")
+    start, totals = time.perf_counter(), [0, 0]
+
+    def counted(chunks: Any) -> Any:
+        for chunk in chunks:
+            totals[0] += chunk.persons.n
+            totals[1] += chunk.claims.m
+            yield chunk
+
+    metadata = {"profile": profile.name, "size": size, "seed": seed, "year": year}
+    try:
+        write_population(counted(generate_chunks(profile, size, seed, year)), out, metadata)
+    except OSError as exc:
+        _die(f"cannot write the population to {out}: {exc.strerror or exc}")
+    click.echo(f"wrote {totals[0]:,} persons and {totals[1]:,} claims ({profile.name}, seed {seed}, {year}) "
+               f"to {out} in {time.perf_counter() - start:.1f} s", err=True)
+
+
+@population_group.command("describe")
+@click.argument("directory", type=click.Path())
+@click.option("--profile", "profile_name",
+              help="Compare with this profile (default: the profile the population was generated from).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--strict", is_flag=True, help="Exit 1 when a statistic is off its target.")
+def population_describe_cmd(directory: str, profile_name: str | None, fmt: str, strict: bool) -> None:
+    """Print a population's realised statistics beside the profile's targets (ok / off by its tolerances)."""
+    import json
+
+    from simulator.parquet_io import PopulationError, iter_population, read_metadata
+    from simulator.population import describe, render
+
+    try:
+        recorded = read_metadata(directory).get("profile")
+        name = profile_name or (str(recorded) if recorded else None)
+        profile = _profile_or_exit(name) if name else None
+        rows = describe(iter_population(directory), profile)
+    except PopulationError as exc:
+        _die(str(exc))
+    except (OSError, ValueError) as exc:
+        _die(f"cannot read the population in {directory}: {exc}")
+    if fmt == "json":
+        click.echo(json.dumps([{"key": r.key, "label": r.label, "target": r.target, "realised": r.realised,
+                                "value": r.value, "status": r.status} for r in rows], ensure_ascii=False, indent=1))
+    else:
+        title = f"population {directory}" + (f" against profile {profile.name}" if profile else " (no profile)")
+        click.echo(render(rows, title), nl=False)
+    sys.exit(EXIT_FINDINGS if strict and any(r.status == "off" for r in rows) else 0)
+
+
+@population_group.command("profiles")
+def population_profiles_cmd() -> None:
+    """List the bundled population profiles."""
+    from simulator.profile import available_profiles
+
+    for name in available_profiles():
+        click.echo(f"{name}\t{_profile_or_exit(name).title}")
+
+
+# ---- simulate ---------------------------------------------------------------------------------------------------
+@main.command("simulate")
+@click.argument("policy", type=click.Path(exists=True, dir_okay=False))
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False), help="Compare with this policy.")
+@click.option("--population", type=click.Path(exists=True, file_okay=False), help="A population directory.")
+@click.option("--synthetic", type=int, metavar="N", help="Generate N persons instead.")
+@click.option("--profile", "profile_name", help="Population profile for --synthetic (default: by the policy).")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--year", type=int, help="The calendar year simulated (default: the policy's first full year).")
+@click.option("--engine", type=click.Choice(["vector", "interp", "dask"]), default="vector", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes (or dask workers).")
+@click.option("--scheduler", help="Dask scheduler address (default: a local cluster).")
+@click.option("--replicates", type=int, default=1, show_default=True, help="Runs with seeds S..S+K-1; 95% intervals.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Value for an unspecified parameter.")
+@click.option("--targets", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Policies whose population targets to measure (default: those in the policy root).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the table or JSON here (atomically).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def simulate_cmd(policy: str, baseline: str | None, population: str | None, synthetic: int | None,
+                 profile_name: str | None, seed: int, year: int | None, engine: str, workers: int,
+                 scheduler: str | None, replicates: int, sets: tuple[str, ...], targets: tuple[str, ...], fmt: str,
+                 out: str | None, report: str | None, quiet: bool) -> None:
+    """Replay a population through POLICY (and a baseline): fund impact, who gains and who loses."""
+    from simulator import job as jobs
+    from simulator import summary
+
+    sources = SourceCache()
+    request = jobs.Request(policy, baseline, population, synthetic, profile_name, seed, year, engine, workers,
+                           scheduler, replicates, sets, targets)
+    try:
+        job = jobs.prepare(request, lambda path: _build_or_exit(path, sources))
+        doc = _with_progress(job, quiet)
+    except jobs.JobError as exc:
+        _die(str(exc))
+    except interp.EvalError as exc:
+        _die(str(exc))
+    text = summary.to_json(doc) if fmt == "json" else summary.to_table(doc)
+    if report:
+        from simulator.report import render_report
+
+        write_atomic(report, render_report(doc))
+    if out:
+        write_atomic(out, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def _with_progress(job: Any, quiet: bool) -> Any:
+    from simulator.job import run_job
+    from simulator.run import Plan, block_total
+
+    total = block_total(Plan(job.policy.graph, None, job.source, job.year)) or 0
+    show = not quiet and sys.stderr.isatty() and total > 1
+    if not show:
+        return run_job(job)
+    with click.progressbar(length=total * job.replicates, label="simulating", file=sys.stderr) as bar:
+        return run_job(job, bar.update)

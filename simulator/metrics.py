@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -120,8 +120,7 @@ def group_name(code: int) -> str:
     return GROUP_ORDER[code] if code < len(GROUP_ORDER) else NO_GROUP
 
 
-def chunk_stats(graph: Graph, cols: Columns, result: VectorResult, year: int,
-                inpatient_layers: Sequence[str]) -> Stats:
+def chunk_stats(graph: Graph, cols: Columns, result: VectorResult, year: int) -> Stats:
     """Aggregate one evaluated chunk (persons without claims count as persons with zero cost)."""
     layers = result.layers
     stats = Stats(layers, {layer.id: layer.fund for layer in graph.layers})
