@@ -224,3 +224,19 @@ def param_kinds(checked: CheckedPolicy) -> dict[str, str]:
 
 def constant(value: Val) -> int | None:
     return value.value if isinstance(value, Lit) else None
+
+
+def compile_resolved(res: Resolved) -> Graph:
+    """One resolved policy (valid at every date) as a graph: for what-if variants built from a Resolved."""
+    diags: list[Diagnostic] = []
+    order = [layer.id for layer in res.layers]
+    epoch = _epoch(res, None, None, order, diags)
+    if diags:
+        raise PolicyError(diags)
+    infos = tuple(LayerInfo(layer.id, layer.title, layer.fund or "", layer.cites) for layer in res.layers)
+    columns = sorted({(c.name, c.entity, c.type) for c in res.columns.values()})
+    return Graph(
+        policy=res.name, title=res.title, schemes=res.schemes, layers=infos,
+        funds=tuple((fid, title) for fid, (title, _c) in res.funds.items()), epochs=(epoch,),
+        identities=tuple(sorted(res.identities)), diseases=tuple(sorted(res.disease_tokens.items())),
+        columns=tuple(ColumnInfo(n, cast(Any, e), cast(Any, t)) for n, e, t in columns))
