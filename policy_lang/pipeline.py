@@ -13,8 +13,8 @@ import attrs
 
 from policy_lang.check import CheckedPolicy, check
 from policy_lang.compile import compile_policy, param_kinds
-from policy_lang.data import DataVocabulary, format_money
 from policy_lang.data import ColumnDecl as DataColumn
+from policy_lang.data import DataVocabulary, format_money
 from policy_lang.diagnostics import SourceCache
 from policy_lang.graph import Graph
 from policy_lang.load import load_program
@@ -103,10 +103,17 @@ class AtomicWriter:
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
                 handle.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like any other file
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class Job:
     targets: tuple[Built, ...] = ()
     settings: tuple[tuple[str, int], ...] = ()  # values for parameters the policy leaves unspecified
     assumptions: tuple[tuple[str, str, str], ...] = ()  # (parameter, value as written, why) shown in output
+    sets: tuple[str, ...] = ()  # the --set options as given, for the reproduce command
 
 
 def run_job(job: Job, progress: Callable[[int], None] | None = None) -> Doc:
@@ -111,9 +113,11 @@ def reproduce_command(job: Job, source: Source) -> str:
         parts += ["--synthetic", str(source.size), "--profile", source.profile, "--seed", str(source.seed)]
     elif isinstance(source, Stored):
         parts += ["--population", str(source.directory)]
+        parts += ["--encoding", source.encoding] if source.encoding != "utf-8" else []
     parts += ["--year", str(job.year)]
     if job.replicates > 1:
         parts += ["--replicates", str(job.replicates)]
+    parts += [f"--set {shlex.quote(s)}" for s in job.sets]
     return " ".join(parts)
 
 
@@ -142,6 +146,7 @@ class Request:
     replicates: int
     sets: tuple[str, ...]
     targets: tuple[str, ...]
+    encoding: str = "utf-8"  # of a --population's CSV and JSON Lines files
 
 
 def prepare(request: Request, build: Callable[[str], Built]) -> Job:
@@ -163,16 +168,20 @@ def prepare(request: Request, build: Callable[[str], Built]) -> Job:
     targets = tuple(build(str(t)) for t in (request.targets or _target_files(request.policy)))
     settings, assumptions = _parameters(policy, baseline, profile if request.synthetic else None, request.sets)
     return Job(policy, request.policy, baseline, request.baseline, source, year, request.engine, request.workers,
-               request.scheduler, request.replicates, targets, settings, assumptions)
+               request.scheduler, request.replicates, targets, settings, assumptions, request.sets)
 
 
 def _source(request: Request, profile: str) -> Source:
     if request.population is not None:
+        from simulator.loaders import PopulationFilesError, population_files
+
         path = Path(request.population)
-        if not (path / "persons.parquet").is_file() or not (path / "claims.parquet").is_file():
-            raise JobError(f"{path}: expected a population directory with persons.parquet and claims.parquet "
-                           "(make one with `polc population generate`)")
-        return Stored(path)
+        try:
+            population_files(path)
+        except PopulationFilesError as exc:
+            raise JobError(f"{exc}: a population directory holds persons and claims as Parquet, CSV or JSON Lines "
+                           "(or make one with `polc population generate`)") from None
+        return Stored(path, request.encoding)
     from simulator.profile import ProfileError, available_profiles, load_profile
 
     try:

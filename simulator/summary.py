@@ -17,7 +17,7 @@ import numpy as np
 from policy_lang.data import format_money
 from policy_lang.graph import TargetNode
 from simulator.compare import Comparison, Movers
-from simulator.metrics import CATASTROPHIC_FEN, GROUP_ORDER, NO_GROUP, Stats, payout_ratios, percentile
+from simulator.metrics import CATASTROPHIC_FEN, GROUP_ORDER, NO_GROUP, Arr, Stats, payout_ratios, percentile
 
 Doc = dict[str, Any]
 
@@ -44,6 +44,7 @@ def figures(stats: Stats, targets: Sequence[TargetNode]) -> Doc:
             "mean": format_money(int(oop.sum()) // len(oop) if len(oop) else 0),
             "p50": format_money(percentile(oop, 50)), "p90": format_money(percentile(oop, 90)),
             "p99": format_money(percentile(oop, 99)),
+            "histogram": oop_histogram(oop),
         },
         "catastrophic": [{"threshold": format_money(t), "persons": stats.catastrophic.get(t, 0)}
                          for t in CATASTROPHIC_FEN],
@@ -53,6 +54,20 @@ def figures(stats: Stats, targets: Sequence[TargetNode]) -> Doc:
         "groups": _groups(stats),
         "payout_ratios": [_payout(r) for r in payout_ratios(stats, targets)],
     }
+
+
+# Out-of-pocket histogram bin edges in yuan (log-spaced); the last bin is open-ended.
+OOP_BIN_EDGES_YUAN: tuple[int, ...] = (0, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+
+
+def oop_histogram(sorted_oop: Arr) -> list[Doc]:
+    """Claimants per out-of-pocket bin [low, high) from sorted fen values; `high` None for the last bin."""
+    edges = np.array([e * 100 for e in OOP_BIN_EDGES_YUAN], dtype=np.int64)
+    below = [int(n) for n in np.searchsorted(sorted_oop, edges, side="left")] + [len(sorted_oop)]
+    highs: list[int | None] = [*OOP_BIN_EDGES_YUAN[1:], None]
+    return [{"low": format_money(low * 100), "high": None if high is None else format_money(high * 100),
+             "claimants": below[i + 1] - below[i]}
+            for i, (low, high) in enumerate(zip(OOP_BIN_EDGES_YUAN, highs, strict=True))]
 
 
 def _groups(stats: Stats) -> list[Doc]:
