@@ -283,8 +283,20 @@ def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
 @click.option("--new-as-of", "new_as_of", help="Resolve NEW at this date (default: its document's effective date).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
-def diff_cmd(old: str, new: str, old_as_of: str | None, new_as_of: str | None, fmt: str, out: str | None) -> None:
-    """List what changed between two policy versions, value by value, with both citations."""
+@click.option("--population", type=click.Path(exists=True, file_okay=False),
+              help="Behavioural diff on this population directory: fund impact and its attribution.")
+@click.option("--synthetic", type=int, metavar="N", help="Behavioural diff on N generated persons instead.")
+@click.option("--profile", "profile_name", help="Population profile for --synthetic (default: by NEW's schemes).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the --synthetic population.")
+@click.option("--year", type=int, help="The calendar year simulated (default: NEW's first full year).")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Value for an unspecified parameter.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes for the behavioural diff (one population chunk each).")
+def diff_cmd(old: str, new: str, old_as_of: str | None, new_as_of: str | None, fmt: str, out: str | None,
+             population: str | None, synthetic: int | None, profile_name: str | None, seed: int, year: int | None,
+             sets: tuple[str, ...], workers: int) -> None:
+    """List what changed between two policy versions, value by value, with both citations; with a
+    population, also what it costs each fund and how much of it each change explains."""
     from policy_lang import diff
 
     try:
@@ -294,13 +306,42 @@ def diff_cmd(old: str, new: str, old_as_of: str | None, new_as_of: str | None, f
     sources = SourceCache()
     old_built, new_built = _build_or_exit(old, sources), _build_or_exit(new, sources)
     result = diff.structural_diff(old_built.checked, new_built.checked, old_day, new_day)
-    render: dict[str, Callable[[diff.StructuralDiff], str]] = {
-        "text": diff.to_text, "json": diff.to_json, "html": diff.to_html}
-    text = render[fmt](result)
+    behaviour = None
+    if population is not None or synthetic is not None:
+        from simulator import job as jobs
+
+        built = {old: old_built, new: new_built}
+        request = jobs.Request(new, old, population, synthetic, profile_name, seed, year, "vector", workers, None,
+                               1, sets, ())
+        try:
+            job = jobs.prepare(request, lambda path: built.get(path) or _build_or_exit(path, sources))
+            behaviour = _diff_behaviour(result, job)
+        except (jobs.JobError, interp.EvalError) as exc:
+            _die(str(exc))
+    elif profile_name or year or sets:
+        _die("--profile, --year and --set need --population DIR or --synthetic N")
+    render: dict[str, Callable[..., str]] = {"text": diff.to_text, "json": diff.to_json, "html": diff.to_html}
+    text = render[fmt](result, behaviour)
     if out:
         write_atomic(out, text)
     else:
         click.echo(text, nl=False)
+
+
+def _diff_behaviour(result: Any, job: Any) -> Any:
+    from policy_lang import diff_impact
+
+    total = diff_impact.variant_count(result) * (_block_total(job) or 1)
+    if not sys.stderr.isatty() or total <= 1:
+        return diff_impact.measure(result, job)
+    with click.progressbar(length=total, label="simulating variants", file=sys.stderr) as bar:
+        return diff_impact.measure(result, job, bar.update)
+
+
+def _block_total(job: Any) -> int | None:
+    from simulator.run import Plan, block_total
+
+    return block_total(Plan(job.policy.graph, None, job.source, job.year))
 
 
 # ---- population -------------------------------------------------------------------------------------------------
@@ -416,20 +457,25 @@ def population_profiles_cmd() -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the table or JSON here (atomically).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Encoding of a --population's CSV and JSON Lines files (e.g. gbk).")
 def simulate_cmd(policy: str, baseline: str | None, population: str | None, synthetic: int | None,
                  profile_name: str | None, seed: int, year: int | None, engine: str, workers: int,
                  scheduler: str | None, replicates: int, sets: tuple[str, ...], targets: tuple[str, ...], fmt: str,
-                 out: str | None, report: str | None, quiet: bool) -> None:
+                 out: str | None, report: str | None, quiet: bool, encoding: str) -> None:
     """Replay a population through POLICY (and a baseline): fund impact, who gains and who loses."""
     from simulator import job as jobs
     from simulator import summary
 
     sources = SourceCache()
     request = jobs.Request(policy, baseline, population, synthetic, profile_name, seed, year, engine, workers,
-                           scheduler, replicates, sets, targets)
+                           scheduler, replicates, sets, targets, encoding=encoding)
     try:
         job = jobs.prepare(request, lambda path: _build_or_exit(path, sources))
         doc = _with_progress(job, quiet)
+    except DataError as exc:  # bad population data: `path:line:column: error: …`, as `polc eval` reports it
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
     except jobs.JobError as exc:
         _die(str(exc))
     except interp.EvalError as exc:

@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 import jinja2
@@ -18,6 +18,9 @@ from policy_lang.check import CheckedPolicy
 from policy_lang.graph import Below, BonusSpec, Cite, Flat, Lit, Op, Tiered, Unit
 from policy_lang.resolve import SLOT_KINDS, DocInfo, RAlert, Resolved, RLayer, RRule, RSetting, RSubsidy
 from policy_lang.values import Kind, Lowered, NoneVal, ParamValue, show
+
+if TYPE_CHECKING:
+    from policy_lang.diff_impact import Behaviour
 
 FORMAT: Final = "polc-diff/1"
 NOT_SET: Final = "(not set)"
@@ -825,8 +828,9 @@ def _side_line(label: str, s: Side) -> list[str]:
     return [f"{label}: {s.policy} {s.title} ({s.path}), as of {_date(s.as_of) or 'latest'}", *docs]
 
 
-def to_text(diff: StructuralDiff) -> str:
-    """Readable on a terminal: the two versions, the changes grouped by layer or section, a count."""
+def to_text(diff: StructuralDiff, behaviour: Behaviour | None = None) -> str:
+    """Readable on a terminal: the two versions, the changes grouped by layer or section, a count; then,
+    with a behavioural diff, the fund impact, winners and losers, and the attribution."""
     lines = [*_side_line("old", diff.old), *_side_line("new", diff.new)]
     current = None
     for change in diff.changes:
@@ -837,7 +841,12 @@ def to_text(diff: StructuralDiff) -> str:
         cite = cites_text(change)
         lines.append(f"  {describe(change)}" + (f"  {cite}" if cite else ""))
     lines += ["", _count(len(diff.changes))]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if behaviour is not None:
+        from policy_lang import diff_impact
+
+        text += diff_impact.to_text(behaviour, diff)
+    return text
 
 
 # ---- JSON ------------------------------------------------------------------------------------------------
@@ -866,10 +875,16 @@ def summary_record(diff: StructuralDiff) -> dict[str, Any]:
             "layers": sorted({c.layer for c in diff.changes if c.layer is not None})}
 
 
-def to_json(diff: StructuralDiff) -> str:
-    """The diff as JSON (schema: docs/diff-schema.md); keys sorted, changes in diff order."""
+def to_json(diff: StructuralDiff, behaviour: Behaviour | None = None) -> str:
+    """The diff as JSON (schema: docs/diff-schema.md); keys sorted, changes in diff order. A behavioural
+    diff adds `impact` and `attribution`."""
     doc = {"format": FORMAT, "old": side_record(diff.old), "new": side_record(diff.new),
            "changes": [change_record(c) for c in diff.changes], "summary": summary_record(diff)}
+    if behaviour is not None:
+        from policy_lang import diff_impact
+
+        doc |= {"impact": diff_impact.impact_record(behaviour),
+                "attribution": diff_impact.attribution_record(behaviour, diff)}
     return json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
 
 
@@ -879,7 +894,7 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def html_context(diff: StructuralDiff) -> dict[str, Any]:
+def html_context(diff: StructuralDiff, behaviour: Behaviour | None = None) -> dict[str, Any]:
     """Plain records for the template: strings, lists and dicts only."""
     groups: list[dict[str, Any]] = []
     for change in diff.changes:
@@ -890,10 +905,15 @@ def html_context(diff: StructuralDiff) -> dict[str, Any]:
             "kind": change.kind, "text": describe(change), "old": change.old or "", "new": change.new or "",
             "old_cites": [{"text": c.text(), "location": c.location()} for c in change.old_cites],
             "new_cites": [{"text": c.text(), "location": c.location()} for c in change.new_cites]})
+    impact = None
+    if behaviour is not None:
+        from policy_lang import diff_impact
+
+        impact = diff_impact.html_context(behaviour, diff)
     return {"old": side_record(diff.old), "new": side_record(diff.new), "groups": groups,
-            "summary": _count(len(diff.changes)), "format": FORMAT}
+            "summary": _count(len(diff.changes)), "format": FORMAT, "impact": impact}
 
 
-def to_html(diff: StructuralDiff) -> str:
+def to_html(diff: StructuralDiff, behaviour: Behaviour | None = None) -> str:
     """A self-contained HTML page (no network), every policy-supplied string escaped."""
-    return _environment().get_template("diff.html.j2").render(**html_context(diff))
+    return _environment().get_template("diff.html.j2").render(**html_context(diff, behaviour))
