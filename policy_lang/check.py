@@ -17,11 +17,28 @@ import attrs
 
 from policy_lang import ast, vocabulary
 from policy_lang.conditions import and_, env_of, implies, lower_cond, overlap
-from policy_lang.diagnostics import Diagnostic, PolicyError, Related, SourceCache, did_you_mean, error, warning
-from policy_lang.graph import RATE_ONE, Flat, Lit, Lvl, PSelected, Pred, PTrue, Tiered, Unit
+from policy_lang.diagnostics import (
+    Diagnostic,
+    PolicyError,
+    Related,
+    SourceCache,
+    did_you_mean,
+    error,
+    warning,
+)
+from policy_lang.graph import RATE_ONE, Flat, Lit, Lvl, POr, Pred, PSelected, PTrue, Tiered, Unit
 from policy_lang.load import Program
-from policy_lang.resolve import (LEVEL, SLOT_KINDS, ChainDoc, RLayer, RRule, Resolved, canon, change_dates,
-                                 resolve)
+from policy_lang.resolve import (
+    LEVEL,
+    SLOT_KINDS,
+    ChainDoc,
+    Resolved,
+    RLayer,
+    RRule,
+    canon,
+    change_dates,
+    resolve,
+)
 from policy_lang.values import NoneVal, has_below, show
 
 
@@ -63,12 +80,17 @@ def check(program: Program) -> CheckedPolicy:
         _static(doc, diags)
     dates = change_dates(chain)
     starts: list[datetime.date | None] = [None, *dates]
+    _check_size(chain, len(starts))
     periods = []
+    pairs = 0
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else None
         # The open-ended first period is what is in force the day before the first change.
         day = start if start is not None or not dates else dates[0] - datetime.timedelta(days=1)
         res = resolve(chain, day, diags)
+        pairs += sum(len(layer.rules) ** 2 for layer in res.layers)
+        if _too_many(res, pairs, diags):
+            break
         _semantic(res, diags)
         periods.append(Period(start, end, res))
     found = _dedupe(diags)
@@ -76,6 +98,44 @@ def check(program: Program) -> CheckedPolicy:
         raise PolicyError(found)
     tests = tuple((t, main.path) for t in main.policy.items if isinstance(t, ast.Test))
     return CheckedPolicy(main.policy.name, tuple(chain), tuple(periods), tests, tuple(found), program.sources)
+
+
+# ---- size limits --------------------------------------------------------------------------------------
+# Robustness: the whole chain is resolved again at every change date, rule ordering and conflicts are
+# quadratic in a layer's rules (the layer count is bounded in resolve); a generated or hostile policy
+# (10,000 rules, a date on every statement) ran for hours. These bounds are far above any real
+# schedule (the bundled ones: at most 9 rules in a layer, 4 periods) and end such a policy with one
+# clear error instead.
+MAX_RULE_PAIRS = 250_000  # sum over periods and layers of (rules in the layer)²
+MAX_PERIOD_NODES = 20_000_000  # periods × syntax-tree nodes of the chain: the cost of resolving
+
+
+def _check_size(chain: list[ChainDoc], periods: int) -> None:
+    if periods <= 50:  # even the largest file accepted resolves 50 times in seconds: skip the count
+        return
+    nodes, stack, budget = 0, [doc.policy for doc in chain], MAX_PERIOD_NODES // periods
+    while stack and nodes <= budget:  # iterative, and stops as soon as the budget is spent
+        node = stack.pop()
+        nodes += 1
+        if isinstance(node, tuple):
+            stack.extend(node)
+        elif attrs.has(type(node)):
+            stack.extend(getattr(node, f.name) for f in attrs.fields(type(node)) if f.name != "span")
+    if nodes > budget:
+        raise PolicyError([error(
+            f"policy too large to check: {periods} periods (change dates) over {nodes:,}+ syntax nodes",
+            chain[-1].policy.span, "fewer distinct `effective`/`until` dates, or split the policy")])
+
+
+def _too_many(res: Resolved, pairs: int, diags: list[Diagnostic]) -> bool:
+    if pairs > MAX_RULE_PAIRS:
+        layer = max(res.layers, key=lambda x: len(x.rules))
+        diags.append(error(f"too many rules to check: layer `{layer.id}` has {len(layer.rules)} rules and "
+                           "identity entries", layer.span,
+                           f"the limit is about {int(MAX_RULE_PAIRS ** 0.5)} in one layer, fewer when "
+                           "the policy has many change dates"))
+        return True
+    return False
 
 
 def _dedupe(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -340,10 +400,10 @@ def ordered_rules(layer: RLayer, slot: str, preds: dict[str, Pred]) -> tuple[lis
     rules = sorted((r for r in layer.rules.values() if slot in r.settings), key=lambda r: r.seq)
     below: dict[str, set[str]] = {r.key: {o.key for o in rules if above(layer, r, o, preds)} for r in rules}
     changed = True
-    while changed:  # transitive closure (rule counts are small)
+    while changed:  # transitive closure (rule counts are small); a rule below itself is a cycle
         changed = False
         for r in rules:
-            extra = set().union(*(below[k] for k in below[r.key])) - below[r.key] - {r.key}
+            extra = set().union(*(below[k] for k in below[r.key])) - below[r.key]
             if extra:
                 below[r.key] |= extra
                 changed = True
@@ -358,6 +418,14 @@ def ordered_rules(layer: RLayer, slot: str, preds: dict[str, Pred]) -> tuple[lis
 
 def _check_conflicts(layer: RLayer, slot: str, preds: dict[str, Pred], diags: list[Diagnostic]) -> None:
     rules, below = ordered_rules(layer, slot, preds)
+    cyclic = [r for r in rules if r.key in below[r.key]]
+    if cyclic:
+        names = ", ".join(_rule_label(r) for r in cyclic)
+        diags.append(error(f"in layer `{layer.id}`, {names} each end up more specific than another of them "
+                           "(through `over`, nesting and conditions that imply each other)", cyclic[0].span,
+                           "remove an `over` so that one rule clearly wins", [Related(r.span, _rule_label(r))
+                                                                                for r in cyclic[1:]]))
+        return
     for i, r in enumerate(rules):
         for s in rules[i + 1:]:
             if r.key in below[s.key] or s.key in below[r.key]:
@@ -419,10 +487,14 @@ def _check_below_pricing(layer: RLayer, preds: dict[str, Pred], diags: list[Diag
         if not (isinstance(value, Flat) and has_below(value.rate)):
             continue
         under = [layer.rules[k] for k in below[rule.key]]
+        span = rule.settings["pricing"].span
         if not under or any(not isinstance(u.settings["pricing"].value, Flat) for u in under):
             diags.append(error(f"{_rule_label(rule)} changes the rate below it, but what is below is not a "
-                               "single flat rate", rule.settings["pricing"].span,
-                               "write the rate itself (e.g. `rate 90%`)"))
+                               "single flat rate", span, "write the rate itself (e.g. `rate 90%`)"))
+        elif not implies(preds[rule.key], POr(tuple(preds[u.key] for u in under))):
+            diags.append(error(f"{_rule_label(rule)} changes the rate below it, but some claims it applies to "
+                               "have no rate below it", span,
+                               "give the layer a general rate, or write the rate itself (e.g. `rate 90%`)"))
 
 
 # ---- pools, alerts, subsidies ---------------------------------------------------------------------------

@@ -106,10 +106,14 @@ def check_cmd(files: tuple[str, ...], floors: str | None, fmt: str) -> None:
 
 
 # ---- eval -------------------------------------------------------------------------------------------------------
-ENGINES = ("interp",)
+ENGINES = ("vector", "interp")
 
 
 def evaluate(built: Built, data: Dataset, options: interp.Options, engine: str = ENGINES[0]) -> interp.Result:
+    if engine == "vector":
+        from policy_lang import vector
+
+        return vector.run(built.graph, data, options)
     return interp.run(built.graph, data, options)
 
 

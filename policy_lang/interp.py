@@ -429,11 +429,11 @@ class _PersonYear:
         version = epoch.layers[index]
         if version is None:
             return 0, LayerTrace(layer_id, "not in force")
-        day = self.options.as_of or claim.date
         ctx = _Ctx(self.person, claim, claim.date)
         if not test_pred(version.scope, ctx):
             return 0, LayerTrace(layer_id, "out of scope", scope_cites=version.scope_cites)
-        ctx.selected = self._selected(version, day, fixed, best)
+        # --as-of picks the rules; which identities the person holds is judged on the claim's own date
+        ctx.selected = self._selected(version, claim.date, fixed, best)
         is_inpatient = claim.kind == "inpatient"
         ctx.admission = st.admissions + 1 if is_inpatient else 0
         ctx.previous_deductible = st.previous_deductible

@@ -20,7 +20,17 @@ import attrs
 from policy_lang import ast, vocabulary
 from policy_lang.diagnostics import Diagnostic, error
 from policy_lang.graph import BonusSpec, Cite, Flat, Lit, Pricing, Tier, Tiered, Unit
-from policy_lang.values import NONE, Context, Kind, Lowered, NoneVal, ParamValue, ValueError_, lower
+from policy_lang.values import (
+    NONE,
+    Context,
+    Kind,
+    Lowered,
+    NoneVal,
+    ParamValue,
+    ValueError_,
+    has_below,
+    lower,
+)
 
 SLOT_KINDS: dict[str, Kind] = {
     "deductible": "money", "period": "text", "pricing": "rate", "bonus": "rate",
@@ -197,6 +207,9 @@ def empty_resolved(name: str, title: str, day: datetime.date | None) -> Resolved
         subsidies={}, alerts={}, requirements=[], targets=[], repealed=[])
 
 
+MAX_LAYERS = 200  # far above any real schedule (the bundled ones have at most 7)
+
+
 def resolve(chain: Sequence[ChainDoc], day: datetime.date | None, diags: list[Diagnostic]) -> Resolved:
     """Apply every document of `chain` (base first) in force on `day`; append problems to diags."""
     main = chain[-1].policy
@@ -230,6 +243,7 @@ class _Applier:
         self.policy = doc.policy
         self.document = self.policy.document or self.policy.source or self.policy.name
         self.seq = 0
+        self.too_many_layers = False
 
     def cite(self, span: ast.Span, *sources: str | None) -> Cite:
         # Without a document number, the policy's own `source` (an assumed schedule) is the citation.
@@ -353,6 +367,13 @@ class _Applier:
         self._block(layer, layer.default, item.items, (item.clauses.source,))
 
     def _new_layer(self, item: ast.Layer, cite: Cite) -> RLayer | None:
+        if len(self.res.layers) >= MAX_LAYERS:
+            # Robustness: layer look-ups here and settlement order in compile are quadratic to cubic
+            # in the layers; 10,000 layers ran for hours. Refuse (once per document) past the bound.
+            if not self.too_many_layers:
+                self.fail(f"too many layers (more than {MAX_LAYERS})", item.span)
+            self.too_many_layers = True
+            return None
         default = RRule("default", "default", None, None, frozenset(), (), None, {}, (cite,), item.span, 0)
         layer = RLayer(item.name, item.title or item.name, item.fund, (cite,), item.span, [], None, (), None,
                        (), (), "order", [], {}, {"default": default})
@@ -504,13 +525,17 @@ class _Applier:
                     self._put(rule, "pricing", tiered, it, sources, False)
             case ast.UnitRate(value, column):
                 low = self.lower(value, "money", self._context(layer, rule, "unit"), it.span)
-                if low is not None and not isinstance(low, NoneVal):
+                if low is not None and has_below(low):
+                    self.fail("an amount per unit cannot change the one below it; write the amount", it.span)
+                elif low is not None and not isinstance(low, NoneVal):
                     self._put(rule, "pricing", Unit(low, column), it, sources, False)
             case ast.Bonus(value, column):
                 low = self.lower(value, "rate", self._context(layer, rule, "bonus"), it.span)
                 if isinstance(low, NoneVal) or low is None:
                     if low is not None:
                         self._put(rule, "bonus", None, it, sources, False)
+                elif has_below(low):
+                    self.fail("a bonus rate cannot change the one below it; write the rate", it.span)
                 elif column is None:
                     self.fail("a bonus rate needs the part it applies to: `bonus 10% on tcm_cost`", it.span)
                 else:

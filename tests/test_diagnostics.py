@@ -153,3 +153,29 @@ def test_render_shows_the_line_and_a_caret(tmp_path: Path) -> None:
     assert lines[1] == '    layer a "a" fund basic_fund { rate 50 }'
     assert lines[2] == "    " + " " * 35 + "^~"
     assert lines[3] == "  hint: write rates with a percent sign, e.g. 75%"
+
+
+def test_relative_rate_needs_a_rate_below_for_every_claim(tmp_path: Path) -> None:
+    # dibao has 60%; other persons have no rate at all, so `rate +10%` on a grassroots claim has nothing to raise
+    body = 'layer l "l" fund basic_fund { by identity { dibao { rate 60% } } exception up when grassroots { rate +10% } }'
+    assert one(tmp_path, body) == ["2:97: error: rule `up` changes the rate below it, but some claims it applies to "
+                                   "have no rate below it"]
+
+
+def test_relative_unit_amount_or_bonus_in_a_rule_is_refused(tmp_path: Path) -> None:
+    body = ('layer l "l" fund basic_fund { unit_rate 100 per bed_days bonus 10% on tcm_cost '
+            'when referred { unit_rate +10 per bed_days bonus +10% on tcm_cost } }')
+    assert one(tmp_path, body) == [
+        "2:96: error: an amount per unit cannot change the one below it; write the amount",
+        "2:123: error: a bonus rate cannot change the one below it; write the rate"]
+
+
+def test_precedence_cycle_is_reported(tmp_path: Path) -> None:
+    # a implies c (in_province ⇒ in_province or emergency), c is over b, b is over a: no rule can win
+    body = ('layer l "l" fund basic_fund { rate 50%\n'
+            '  exception a when in_province { deductible 700 }\n'
+            '  exception b when emergency over a { deductible 100 }\n'
+            '  exception c when in_province or emergency over b { deductible 300 } }')
+    found = one(tmp_path, body)
+    assert found == ["3:3: error: in layer `l`, rule `a`, rule `b`, rule `c` each end up more specific than another "
+                     "of them (through `over`, nesting and conditions that imply each other)"]

@@ -324,3 +324,13 @@ def test_requirement_that_fails_cites_both_documents(tmp_path: Path) -> None:
     assert any("cap 350000 is not >= the floor 400000" in m and "底线文件 三(五)" in m for m in messages)
     assert any("`op`" in m and "三(六)" in m for m in messages)
     assert all(d.related and d.related[0].span.path.endswith("floors.pol") for d in found)
+
+
+def test_as_of_picks_rules_but_identities_are_held_on_the_claim_date(tmp_path: Path) -> None:
+    built = build_source(tmp_path, policy('layer a "救助" fund assistance_fund { by identity order { '
+                                          'tekun { rate 10% } dibao { rate 50% } } }'))
+    # dibao granted in 2020: a 2019 claim paid under the rules of 2020-12-31 still finds the person not dibao
+    persons = [{**P, "identities": "dibao@2020-03-01"}]
+    r = evaluate(built, persons, [claim("c1", "2019-06-01", total=100)],
+                 interp.Options(as_of=datetime.date(2020, 12, 31)))
+    assert paid(r, "c1")["a"] == "0.00"
