@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from policy_lang import interp, vector
 from policy_lang.columns import DESIGNATIONS, KINDS, NO_DATE, SCHEMES, SEXES, Columns, day_date
@@ -58,26 +59,30 @@ def _claims(cols: Columns, pids: list[str]) -> tuple[Claim, ...]:
 def _by_interp(graph: Graph, cols: Columns, options: interp.Options) -> vector.VectorResult:
     result = interp.run(graph, to_dataset(cols), options)
     n_layers = len(result.layers)
-    payments = np.array([c.payments for c in result.claims], np.int64).reshape(-1, n_layers)
+    payments = _matrix([list(c.payments) for c in result.claims], n_layers, np.int64)
     index = {pid: i for i, pid in enumerate(str(x) for x in cols.persons.ids())}
     years = result.persons
     alert_ids = tuple(dict.fromkeys(a.id for e in graph.epochs for a in e.alerts))
     subsidy_ids = tuple(dict.fromkeys(s.id for e in graph.epochs for s in e.subsidies))
-    alerts = np.array([[a in py.alerts for a in alert_ids] for py in years], bool).reshape(-1, len(alert_ids))
+    alerts = _matrix([[a in py.alerts for a in alert_ids] for py in years], len(alert_ids), bool)
     given = [dict(py.subsidies) for py in years]
     return vector.VectorResult(
         layers=result.layers, payments=payments,
         out_of_pocket=np.array([c.out_of_pocket for c in result.claims], np.int64),
         py_person=np.array([index[py.person_id] for py in years], np.int64),
         py_year=np.array([py.year for py in years], np.int64),
-        py_payments=np.array([py.payments for py in years], np.int64).reshape(-1, n_layers),
+        py_payments=_matrix([list(py.payments) for py in years], n_layers, np.int64),
         py_out_of_pocket=np.array([py.out_of_pocket for py in years], np.int64),
         py_total_cost=np.array([py.total_cost for py in years], np.int64),
         py_eligible_cost=np.array([py.eligible_cost for py in years], np.int64),
         alert_ids=alert_ids, alerts=alerts, subsidy_ids=subsidy_ids,
-        subsidies=np.array([[g.get(s, 0) for s in subsidy_ids] for g in given], np.int64).reshape(-1, len(subsidy_ids)),
-        subsidy_given=np.array([[s in g for s in subsidy_ids] for g in given], bool).reshape(-1, len(subsidy_ids)))
+        subsidies=_matrix([[g.get(s, 0) for s in subsidy_ids] for g in given], len(subsidy_ids), np.int64),
+        subsidy_given=_matrix([[s in g for s in subsidy_ids] for g in given], len(subsidy_ids), bool))
 
 
-def year_start(year: int) -> datetime.date:
-    return datetime.date(year, 1, 1)
+def _matrix(rows: list[list[Any]], width: int, dtype: Any) -> npt.NDArray[Any]:
+    """Rows of equal width as a 2-D array, also when there are no rows or no columns."""
+    out = np.zeros((len(rows), width), dtype=dtype)
+    if rows and width:
+        out[:] = rows
+    return out
