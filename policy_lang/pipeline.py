@@ -98,6 +98,11 @@ class AtomicWriter:
     path: Path
 
     def write(self, text: str) -> None:
+        if self.path.exists() and not self.path.is_file():
+            # /dev/null, a FIFO or a terminal: nothing to replace; renaming over it would break the device
+            with open(self.path, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
