@@ -155,3 +155,13 @@ def test_help_for_every_command() -> None:
     for cmd in ("check", "fmt", "eval", "explain", "test", "graph"):
         code, out, _ = run(cmd, "--help")
         assert code == 0 and "Usage:" in out
+
+
+def test_out_to_a_device_writes_through_it(tmp_path: Path) -> None:
+    # renaming a temporary file over /dev/null (as root) would replace the device with a regular file
+    import os
+    import stat
+
+    code, _, _ = run("eval", YINGKOU, "--persons", PERSONS, "--claims", CLAIMS, "--out", os.devnull)
+    assert code == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
