@@ -77,7 +77,7 @@ def _caret_line(source_line: str, column: int, width: int) -> str:
 
 
 def _wide(ch: str) -> bool:
-    return "\u1100" <= ch and (
+    return ch >= "\u1100" and (
         "\u2e80" <= ch <= "\ua4cf" or "\uac00" <= ch <= "\ud7a3" or "\uf900" <= ch <= "\ufaff"
         or "\ufe30" <= ch <= "\ufe4f" or "\uff00" <= ch <= "\uff60" or "\uffe0" <= ch <= "\uffe6"
     )

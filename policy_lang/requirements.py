@@ -20,7 +20,7 @@ from policy_lang.diagnostics import Diagnostic, Related, error
 from policy_lang.graph import Flat, Lit, Lvl, Pred, Tiered
 from policy_lang.interp import _Ctx, test_pred
 from policy_lang.pipeline import Built
-from policy_lang.resolve import RLayer, Resolved, canon
+from policy_lang.resolve import Resolved, RLayer, canon
 from policy_lang.values import NoneVal, show
 
 
@@ -172,7 +172,7 @@ def _probe_rates(layer: RLayer, preds: dict[str, Pred], scope: Pred | None, who:
         claim = Claim(claim_id="probe", person_id="probe", date=day, kind=kind, hospital_level=level,
                       total_cost=100_000, eligible_cost=100_000, grassroots=grassroots)
         ctx = _Ctx(person, claim, day)
-        if scope is not None and not test_pred(scope, ctx) or not test_pred(who, ctx):
+        if (scope is not None and not test_pred(scope, ctx)) or not test_pred(who, ctx):
             continue
         rate = _rate_for(layer, preds, ctx, level)
         if rate is not None:

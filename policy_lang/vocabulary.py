@@ -7,8 +7,9 @@ regions, funds and layers; these are the built-ins every policy can use.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Literal, Mapping
+from typing import Final, Literal
 
 SCHEMES: Final = MappingProxyType(
     {"employee": "职工", "resident": "城乡居民", "provincial_direct": "省直医保"}
