@@ -166,7 +166,9 @@ def prepare(request: Request, build: Callable[[str], Built]) -> Job:
     profile = request.profile or default_profile(policy.graph.schemes)
     source = _source(request, profile)
     targets = tuple(build(str(t)) for t in (request.targets or _target_files(request.policy)))
-    settings, assumptions = _parameters(policy, baseline, profile if request.synthetic else None, request.sets)
+    from simulator.run import population_profile
+
+    settings, assumptions = _parameters(policy, baseline, population_profile(source), request.sets)
     return Job(policy, request.policy, baseline, request.baseline, source, year, request.engine, request.workers,
                request.scheduler, request.replicates, targets, settings, assumptions, request.sets)
 

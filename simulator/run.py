@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ import attrs
 
 from policy_lang import interp
 from policy_lang.columns import Columns
+from policy_lang.data import DataVocabulary
 from policy_lang.graph import Graph, TargetNode
 from simulator import compare, metrics
 from simulator.engines import evaluate
 
 Progress = Callable[[int], None]
+CHUNK_CLAIMS = 100_000  # claims per chunk of a stored population at most (an evaluation's memory grows with them)
 
 
 @attrs.frozen
@@ -33,7 +37,8 @@ class Synthetic:
 
 @attrs.frozen
 class Stored:
-    directory: Path
+    directory: Path  # persons.{parquet,csv,jsonl} and claims.{parquet,csv,jsonl}
+    encoding: str = "utf-8"  # of CSV and JSON Lines files
 
 
 Source = Synthetic | Stored
@@ -89,10 +94,53 @@ def _tasks(plan: Plan) -> Iterator[_Task]:
         for block in range(block_count(plan.source.size)):
             yield _Task(plan, block)
         return
-    from simulator.parquet_io import iter_population
+    from simulator import loaders
 
-    for block, cols in enumerate(iter_population(plan.source.directory)):
+    chunks = loaders.iter_columns(plan.source.directory, _vocabulary(plan), plan.source.encoding, notify=_notice,
+                                  chunk_claims=CHUNK_CLAIMS)
+    for block, cols in enumerate(chunks):
         yield _Task(plan, block, cols)
+
+
+def _vocabulary(plan: Plan) -> DataVocabulary:
+    """What the data may name: the policy's identities, diseases and columns, and the baseline's too."""
+    from policy_lang.pipeline import data_vocabulary
+
+    vocabs = [data_vocabulary(g) for g in (plan.baseline, plan.policy) if g is not None]
+    diseases = {name: name for name in population_diseases(plan.source)}
+    return DataVocabulary(frozenset().union(*(v.identities for v in vocabs)),
+                          diseases | {token: id_ for v in vocabs for token, id_ in v.diseases.items()},
+                          tuple({c.name: c for v in vocabs for c in v.columns}.values()))
+
+
+def population_profile(source: Source) -> str | None:
+    """The profile a stored population was generated from, as its Parquet metadata records it."""
+    if not isinstance(source, Stored):
+        return source.profile
+    try:
+        from simulator.parquet_io import read_metadata
+
+        profile = read_metadata(source.directory).get("profile")
+    except Exception:
+        return None
+    return str(profile) if profile else None
+
+
+def population_diseases(source: Source) -> tuple[str, ...]:
+    """Disease names a generated population's profile uses: valid data even where a policy lists none of them."""
+    name = population_profile(source)
+    if name is None:
+        return ()
+    from simulator.profile import ProfileError, load_profile
+
+    try:
+        return load_profile(name).disease_names
+    except (ProfileError, OSError):
+        return ()
+
+
+def _notice(message: str) -> None:
+    print(f"polc: {message}", file=sys.stderr)
 
 
 ChunkResult = tuple[metrics.Stats, metrics.Stats | None, compare.Comparison | None]
@@ -137,11 +185,21 @@ def _dispatch(plan: Plan, tasks: Iterator[_Task], progress: Progress | None) -> 
         return out
     with ProcessPoolExecutor(max_workers=plan.workers, mp_context=_context()) as pool:
         out = []
-        for result in pool.map(run_task, tasks):
-            out.append(result)
-            if progress:
-                progress(1)
+        window: deque[Future[ChunkResult]] = deque()
+        for task in tasks:  # at most two chunks per worker in flight: a stored population is never all in memory
+            window.append(pool.submit(run_task, task))
+            if len(window) >= 2 * plan.workers:
+                out.append(_take(window, progress))
+        while window:
+            out.append(_take(window, progress))
         return out
+
+
+def _take(window: deque[Future[ChunkResult]], progress: Progress | None) -> ChunkResult:
+    result = window.popleft().result()
+    if progress:
+        progress(1)
+    return result
 
 
 def _context() -> Any:
