@@ -70,6 +70,7 @@ def main() -> None:
 def check_cmd(files: tuple[str, ...], floors: str | None, fmt: str) -> None:
     """Check policy files (and directories of them); report every problem with its location."""
     from policy_lang.requirements import check_against
+    from policy_lang.testing import unspecified_needs
 
     sources = SourceCache()
     found: list[dg.Diagnostic] = []
@@ -92,6 +93,7 @@ def check_cmd(files: tuple[str, ...], floors: str | None, fmt: str) -> None:
             found.extend(exc.diagnostics)
             continue
         found.extend(built.checked.warnings)
+        found.extend(unspecified_needs(built))
         if floor_built is not None:
             found.extend(check_against(floor_built, built))
     errors = sum(1 for d in found if d.severity == "error")

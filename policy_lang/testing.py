@@ -18,7 +18,8 @@ from policy_lang.data import (
     format_money,
     person_from_fields,
 )
-from policy_lang.interp import EvalError, Options, Result
+from policy_lang.diagnostics import Diagnostic, error
+from policy_lang.interp import EvalError, Options, Result, run
 from policy_lang.pipeline import Built, data_vocabulary
 from policy_lang.values import Context, Kind, ValueError_, lower
 
@@ -177,3 +178,20 @@ def _fen(text: str) -> int | None:
     except InvalidOperation:
         return None
     return int(value) if value == value.to_integral_value() else None
+
+
+def unspecified_needs(built: Built) -> list[Diagnostic]:
+    """In-file tests that need a parameter the policy leaves unspecified and do not supply it (for `check`)."""
+    found = []
+    for test, _path in built.checked.tests:
+        if any(isinstance(i, ast.ExpectError) for i in test.items):
+            continue
+        try:
+            data, options = _inputs(built, test)
+            run(built.graph, data, options)
+        except EvalError as exc:
+            found.append(error(f"test {test.title!r} needs a parameter the policy leaves unspecified: {exc}",
+                               test.span, "add `set NAME = VALUE` to the test, or `expect error \"NAME\"`"))
+        except (DataError, _Bad):
+            continue  # reported when the test runs
+    return found

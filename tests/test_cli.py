@@ -165,3 +165,16 @@ def test_out_to_a_device_writes_through_it(tmp_path: Path) -> None:
     code, _, _ = run("eval", YINGKOU, "--persons", PERSONS, "--claims", CLAIMS, "--out", os.devnull)
     assert code == 0
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_check_reports_a_test_that_needs_an_unspecified_parameter(tmp_path: Path) -> None:
+    (tmp_path / "polc.toml").write_text("", "utf-8")
+    pol = tmp_path / "p.pol"
+    pol.write_text('policy t "t" source "assumed" {\n  param per_day: money unspecified\n'
+                   '  layer a "a" fund assistance_fund { unit_rate per_day per bed_days }\n'
+                   '  test "needs it" {\n    person p { scheme = resident }\n'
+                   '    claim c { person = p, date = 2023-01-01, kind = inpatient, level = 1, total = 100,'
+                   ' eligible = 100, bed_days = 2 }\n    expect c { a = 0 }\n  }\n}\n', "utf-8")
+    code, _, err = run("check", str(pol))
+    assert code == 1
+    assert f"{pol}:4:3: error: test 'needs it' needs a parameter the policy leaves unspecified" in err
