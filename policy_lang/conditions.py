@@ -32,6 +32,7 @@ from policy_lang.graph import (
     PSelected,
     PTrue,
 )
+from policy_lang.parse import MAX_DEPTH
 
 _FINITE: dict[str, frozenset[Any]] = {
     "kind": frozenset(vocabulary.KINDS), "level": frozenset({1, 2, 3}),
@@ -60,21 +61,51 @@ class _Bad(Exception):
         self.diag = diag
 
 
+# Robustness limits on a condition expanded with the named conditions it uses. The parser bounds
+# the nesting of one written condition, but `condition c2 = c1 and c1`, `condition c3 = c2 and c2`, …
+# doubles at each step (2^n parts: a hang) and a chain c1000 = c999 = … = c0 recursed past Python's
+# limit (a RecursionError traceback). Both now end in one diagnostic.
+MAX_COND_DEPTH = MAX_DEPTH
+MAX_COND_PARTS = 10_000
+
+
+class _Limit(Exception):
+    def __init__(self, diag: Diagnostic):
+        super().__init__(diag.message)
+        self.diag = diag
+
+
 def lower_cond(cond: ast.Cond, env: CondEnv, diags: list[Diagnostic]) -> Pred:
     """Lower a condition; on a bad name append a diagnostic and return PTrue for that part."""
-    return _Lowerer(env, diags).lower(cond, ())
+    try:
+        return _Lowerer(env, diags).lower(cond, ())
+    except _Limit as exc:
+        diags.append(exc.diag)
+        return PTrue()
 
 
 class _Lowerer:
     def __init__(self, env: CondEnv, diags: list[Diagnostic]):
         self.env, self.diags = env, diags
+        self.depth = self.parts = 0
 
     def lower(self, cond: ast.Cond, stack: tuple[str, ...]) -> Pred:
+        self.parts += 1
+        if self.parts > MAX_COND_PARTS:
+            raise _Limit(error(f"condition too large: with the named conditions it uses it has more than "
+                               f"{MAX_COND_PARTS} parts", cond.span,
+                               "a named condition used twice in another is expanded twice; simplify them"))
+        if self.depth >= MAX_COND_DEPTH:
+            raise _Limit(error(f"condition nested too deeply (more than {MAX_COND_DEPTH} levels, counting "
+                               "the named conditions it uses)", cond.span))
+        self.depth += 1
         try:
             return self._lower(cond, stack)
         except _Bad as exc:
             self.diags.append(exc.diag)
             return PTrue()
+        finally:
+            self.depth -= 1
 
     def _lower(self, cond: ast.Cond, stack: tuple[str, ...]) -> Pred:
         match cond:

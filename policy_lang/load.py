@@ -8,16 +8,17 @@ refused.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import attrs
 
 from policy_lang import ast
 from policy_lang.diagnostics import Diagnostic, PolicyError, SourceCache, error
-from policy_lang.parse import parse
+from policy_lang.parse import MAX_SOURCE_BYTES, parse
 
 ROOT_MARKER = "polc.toml"
-MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_FILE_BYTES = MAX_SOURCE_BYTES  # was 20 MB: parsing that much took minutes and gigabytes
 
 
 @attrs.frozen
@@ -43,18 +44,25 @@ def load_program(path: str | Path, sources: SourceCache | None = None) -> Progra
     """Parse `path` and its imports; raise PolicyError with every problem found."""
     sources = sources or SourceCache()
     main = Path(path)
-    root = find_root(main)
+    try:
+        root, resolved = find_root(main), main.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError), a NUL byte (ValueError)
+        raise PolicyError([error(f"cannot read {path}: {exc}", ast.Span(str(path), 1, 1, 1, 2))]) from None
     loaded: dict[Path, ast.File] = {}
     order: list[ast.File] = []
     diags: list[Diagnostic] = []
-    _visit(main.resolve(), root, loaded, order, [], sources, diags, display=str(path))
+    _visit(resolved, root, loaded, order, [], sources, diags, display=str(path))
     if any(d.severity == "error" for d in diags):
         raise PolicyError(diags)
     return Program(tuple(order), sources)
 
 
 def _read(path: Path, display: str, sources: SourceCache) -> ast.File:
-    raw = path.read_bytes()
+    if path.exists() and not path.is_file():
+        # A FIFO would block and /dev/zero never ends: only regular files (or symlinks to them) are read.
+        raise PolicyError([error(f"{display} is not a regular file", ast.Span(display, 1, 1, 1, 2))])
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_FILE_BYTES + 1)  # never more than the limit into memory
     if len(raw) > MAX_FILE_BYTES:
         span = ast.Span(display, 1, 1, 1, 2)
         raise PolicyError([error(f"policy file is larger than {MAX_FILE_BYTES // 2**20} MB", span)])
@@ -91,7 +99,11 @@ def _visit(path: Path, root: Path, loaded: dict[Path, ast.File], order: list[ast
         return
     stack.append(path)
     for imp in file.imports:
-        target = _import_target(imp, path, root, diags)
+        try:
+            target = _import_target(imp, path, root, diags)
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte: were tracebacks
+            diags.append(error(f"import `{imp.path}`: cannot read it: {exc}", imp.span))
+            continue
         if target is not None:
             shown = _display(target, path, display)
             _visit(target, root, loaded, order, stack, sources, diags, shown, imp)
@@ -119,10 +131,21 @@ def _import_target(imp: ast.Import, importer: Path, root: Path, diags: list[Diag
         return None
     target = (importer.parent / imp.path).resolve()
     if not target.is_relative_to(root):
-        diags.append(error(f"import `{imp.path}` leaves the policy root {root}", imp.span,
+        # Written inside the root but resolved outside it: say it is a symlink that leads out.
+        written = Path(os.path.normpath(importer.parent / imp.path))
+        link = " through a symlink" if written.is_relative_to(root) else ""
+        diags.append(error(f"import `{imp.path}` leaves the policy root {root}{link}", imp.span,
                            f"the policy root is the nearest directory holding {ROOT_MARKER}"))
         return None
-    if not target.is_file():
+    if not target.exists():
         diags.append(error(f"import `{imp.path}`: no such file", imp.span))
+        return None
+    # A directory, a device or a file that is not a policy (say a symlink to a data file) is refused
+    # with its own message rather than read and reported as a syntax error.
+    if not target.is_file() or target.suffix != ".pol":
+        what = ("a directory" if target.is_dir() else "not a .pol file" if target.is_file()
+                else "not a regular file")
+        diags.append(error(f"import `{imp.path}` is {what}", imp.span,
+                           "import a policy file: \"path/to/name.pol\""))
         return None
     return target

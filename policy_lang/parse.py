@@ -58,8 +58,18 @@ def keyword_spellings() -> dict[str, str]:
     return out
 
 
+# Largest policy source accepted. Parsing costs about 10-20 s and 500 MB of memory per MB of dense
+# tokens (`0 to 1: 1% …`), so a 20 MB file could take minutes and gigabytes; the bundled policies are
+# under 30 KB. load.py refuses larger files before reading them whole; parse() (also used by fmt)
+# refuses larger texts.
+MAX_SOURCE_BYTES = 2 * 2**20
+
+
 def parse(text: str, path: str = "<string>") -> ast.File:
     comments: list[ast.Comment] = []
+    if len(text) > MAX_SOURCE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise PolicyError([error(f"policy file is larger than {MAX_SOURCE_BYTES // 2**20} MB",
+                                 ast.Span(path, 1, 1, 1, 2), "split it into files that import each other")])
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
