@@ -110,7 +110,7 @@ def test_splitting_a_claim_changes_nothing_when_every_layer_works_per_year(data:
     first = attrs.evolve(claim, claim_id=claim.claim_id + "_1", eligible_cost=cut, total_cost=cut + out_of_list)
     second = attrs.evolve(claim, claim_id=claim.claim_id + "_2", eligible_cost=claim.eligible_cost - cut,
                           total_cost=claim.eligible_cost - cut)
-    split = tuple(c for c in case.claims if c is not claim) + (first, second)
+    split = (*(c for c in case.claims if c is not claim), first, second)
     assert _run(built, case).persons == _run(built, case, claims=split).persons, text
 
 
