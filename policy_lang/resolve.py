@@ -30,6 +30,7 @@ from policy_lang.values import (
     ValueError_,
     has_below,
     lower,
+    to_ppm,
 )
 
 SLOT_KINDS: dict[str, Kind] = {
@@ -306,6 +307,11 @@ class _Applier:
             case ast.Requirement():
                 self.res.requirements.append((item, (self.cite(item.span, item.clauses.source),)))
             case ast.Target():
+                if isinstance(item.minimum, ast.Percent):
+                    try:  # compile converts it later: `at least 1E-301%` raised ValueError_ there (a traceback)
+                        to_ppm(item.minimum.value, item.minimum.span)
+                    except ValueError_ as exc:
+                        self.diags.append(exc.diag)
                 self.res.targets.append((item, (self.cite(item.span, item.clauses.source),)))
             case ast.Test() | ast.Repeal():
                 pass
@@ -497,10 +503,14 @@ class _Applier:
 
     def lower(self, value: ast.Value, want: Kind, ctx: Context, span: ast.Span) -> Lowered | None:
         try:
-            return lower(value, want, ctx)
+            low = lower(value, want, ctx)
         except ValueError_ as exc:
             self.diags.append(exc.diag)
             return None
+        if _too_large(low):
+            self.fail(_TOO_LARGE, span, _TOO_LARGE_HINT)
+            return None
+        return low
 
     def _put(self, rule: RRule, slot: str, value: Any, it: ast.Setting, sources: tuple[str | None, ...],
              keeps_old: bool) -> None:
@@ -674,7 +684,34 @@ def _param_value(item: ast.Param, fail: Callable[[str, ast.Span, str | None], No
             kind == declared or (kind == "number" and declared in ("money", "count"))):
         fail(f"parameter `{item.name}` is declared {declared} but its value is {kind}", item.span, None)
         return None
+    if isinstance(raw, Decimal) and abs(raw) * (10_000 if kind == "rate" else 100) > MAX_MAGNITUDE:
+        fail(_TOO_LARGE, item.span, _TOO_LARGE_HINT)
+        return None
     return ParamValue(declared or kind, raw)
+
+
+# Robustness: the vector engine computes in 64-bit integers; a huge literal or folded constant
+# (`deductible 99999999999999999999999`, `param d = 1e30`, `× 1000% × 1000% × …`) crashed it with
+# OverflowError. No real amount (in fen) or rate (in millionths) comes near this bound.
+MAX_MAGNITUDE = 10**12
+_TOO_LARGE = "value too large"
+_TOO_LARGE_HINT = "amounts are at most 10,000,000,000 yuan and rates at most 100,000,000%"
+
+
+def _too_large(value: object) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if abs(v) > MAX_MAGNITUDE:
+                return True
+        elif isinstance(v, tuple):
+            stack.extend(v)
+        elif attrs.has(type(v)):
+            stack.extend(getattr(v, f.name) for f in attrs.fields(type(v)))  # type: ignore[arg-type]
+    return False
 
 
 def _is_relative(value: ast.Value) -> bool:
