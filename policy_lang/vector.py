@@ -92,7 +92,14 @@ class VectorResult:
 
 
 def run_columns(graph: Graph, cols: Columns, options: interp.Options = interp.Options()) -> VectorResult:
-    """Evaluate every claim of `cols` under `graph`; raise interp.EvalError as interp would."""
+    """Evaluate every claim of `cols` under `graph`; raise interp.EvalError as interp would.
+
+    The fused Numba kernel (policy_lang/kernel.py) runs when Numba is importable and it handles the graph;
+    otherwise, and for what it hands over, this module's NumPy engine."""
+    from policy_lang import kernel
+
+    if kernel.available() and kernel.supports(graph, options):
+        return kernel.run_columns(graph, cols, options)
     return _Engine(graph, cols, options).run()
 
 
