@@ -258,13 +258,14 @@ def graph_cmd(policy: str, as_of: str | None, fmt: str, out: str | None) -> None
 def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
     """Rewrite policy files in the canonical layout (comments kept; formatting twice changes nothing)."""
     from policy_lang.fmt import format_source
+    from policy_lang.load import read_source
 
     sources = SourceCache()
     unformatted = 0
     for path in iter_pol_files(files):
-        text = path.read_text("utf-8-sig")
-        sources.add(str(path), text)
         try:
+            text = read_source(path, str(path))  # a regular UTF-8 file of bounded size, as check reads it
+            sources.add(str(path), text)
             formatted = format_source(text, str(path))
         except PolicyError as exc:
             _print_diags(exc.diagnostics, sources)

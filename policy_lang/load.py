@@ -58,6 +58,13 @@ def load_program(path: str | Path, sources: SourceCache | None = None) -> Progra
 
 
 def _read(path: Path, display: str, sources: SourceCache) -> ast.File:
+    text = read_source(path, display)
+    sources.add(display, text)
+    return parse(text, display)
+
+
+def read_source(path: Path, display: str) -> str:
+    """A policy file's text: a regular file, at most MAX_FILE_BYTES, UTF-8 (raises PolicyError otherwise)."""
     if path.exists() and not path.is_file():
         # A FIFO would block and /dev/zero never ends: only regular files (or symlinks to them) are read.
         raise PolicyError([error(f"{display} is not a regular file", ast.Span(display, 1, 1, 1, 2))])
@@ -74,8 +81,7 @@ def _read(path: Path, display: str, sources: SourceCache) -> ast.File:
         span = ast.Span(display, line, col, line, col + 1)
         raise PolicyError([error("the file is not UTF-8 text", span,
                                  "save it as UTF-8 (e.g. `iconv -f GBK -t UTF-8 in.pol > out.pol`)")]) from None
-    sources.add(display, text)
-    return parse(text, display)
+    return text
 
 
 def _visit(path: Path, root: Path, loaded: dict[Path, ast.File], order: list[ast.File],

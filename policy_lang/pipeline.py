@@ -18,6 +18,7 @@ from policy_lang.data import DataVocabulary, format_money
 from policy_lang.diagnostics import SourceCache
 from policy_lang.graph import Graph
 from policy_lang.load import load_program
+from policy_lang.resolve import MAX_MAGNITUDE
 
 
 @attrs.frozen
@@ -69,7 +70,7 @@ def _setting_value(name: str, kind: str, text: str) -> int:
             value = Decimal(text.replace(",", "").removesuffix("元")) * 100
     except InvalidOperation:
         raise SettingError(f"--set {name}: `{text}` is not a number") from None
-    if value != value.to_integral_value() or value < 0:
+    if value != value.to_integral_value() or value < 0 or value > MAX_MAGNITUDE:
         raise SettingError(f"--set {name}: `{text}` is not a valid {kind}")
     return int(value)
 

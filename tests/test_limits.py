@@ -10,6 +10,7 @@ bounded in resolve and check. Each test prints how long it took (`pytest -s`).
 from __future__ import annotations
 
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -271,6 +272,53 @@ def test_a_person_holding_10000_identities(tmp_path: Path) -> None:
     assert code == 2 and "persons.csv:2:" in out and "error: identities: unknown identity 'id0'" in out
 
 
+# ---- huge numbers ------------------------------------------------------------------------------------------
+HUGE = "99999999999999999999999"
+HUGE_NUMBERS = {
+    "a deductible": layer_policy(f"    rate 50%\n    deductible {HUGE}"),
+    "a by-level deductible (found by fuzzing)":
+        layer_policy("    rate 50%\n    deductible by level 99999999999999999999.99万元 / 500 / 800 per admission"),
+    "a cap": layer_policy(f"    rate 50%\n    cap {HUGE} per year"),
+    "a tier bound": layer_policy(f"    tiers {{ 0 to {HUGE}: 50% above {HUGE}: 60% }}"),
+    "a unit rate": layer_policy(f"    unit_rate {HUGE} per bed_days"),
+    "a relative change": layer_policy(f"    rate 50%\n    deductible 100\n    when referred {{ deductible +{HUGE} }}"),
+    "a product of rates": layer_policy("    rate 50%\n    deductible 100\n    when referred { deductible ×"
+                                       + " × ".join(["1000%"] * 12) + " }"),
+    "a parameter": layer_policy("    rate 50%\n    deductible d", f"  param d: money = {HUGE}\n"),
+    "a condition": layer_policy(f"    rate 50%\n    when admission >= {HUGE} {{ rate 60% }}"),
+    "a shared cap": HEAD + "  layer a fund f { scope kind = inpatient\n rate 50% }\n"
+                    "  layer b fund f { scope kind = outpatient\n rate 50% }\n"
+                    f"  shared cap pool {HUGE} per year for a, b\n}}\n",
+    "an alert threshold": HEAD + "  layer basic fund f { rate 50% }\n  alert a { measure burden after basic where "
+                          f"kind = inpatient\n when true {{ threshold {HUGE} }} }}\n}}\n",
+    "a target more precise than 0.0001% (found by fuzzing)":
+        HEAD + "  layer basic fund f { rate 50% }\n  target t { payout of basic where kind = inpatient "
+        "at least 0." + "0" * 300 + "1% by 2025-12-31 }\n}\n",
+}
+
+
+@pytest.mark.parametrize("label", list(HUGE_NUMBERS))
+def test_huge_numbers_are_a_clear_error(tmp_path: Path, label: str) -> None:
+    # The vector engine computes in 64-bit integers: each of these crashed `polc eval` with OverflowError
+    # (the target crashed the compiler with an uncaught ValueError_).
+    path = write(tmp_path, HUGE_NUMBERS[label])
+    code, out = timed(f"{label}, eval", lambda: run("eval", path, "--persons", PERSONS, "--claims", CLAIMS))
+    assert code == 1, out
+    assert re.search(r"main\.pol:\d+:\d+: error: (value too large|`\d+(\.\d+)?` is too large|"
+                     r"1E-301% is more precise than 0\.0001%)", out), out
+
+
+def test_a_huge_value_set_in_a_test(tmp_path: Path) -> None:
+    text = layer_policy("    unit_rate bed_day_rate per bed_days",
+                        "  param bed_day_rate: money unspecified\n"
+                        f'  test "t" {{\n    set bed_day_rate = {HUGE}\n    person p1 {{ scheme = resident }}\n'
+                        "    claim c1 { person = p1, date = 2023-03-01, kind = inpatient, level = 3, total = 10, "
+                        "eligible = 10, bed_days = 3 }\n    expect c1 { basic = 10 }\n  }\n")
+    path = write(tmp_path, text)
+    code, out = timed("a huge `set` in a test, test", lambda: run("test", path))
+    assert code == 1 and "error: value too large" in out and "0 passed, 1 failed" in out, out
+
+
 # ---- problems in files this suite may not change ------------------------------------------------------------
 def _cpu(fn: Callable[[], object]) -> float:
     start = time.process_time()
@@ -311,10 +359,14 @@ def test_formatting_a_long_disease_list_is_linear() -> None:
     assert one < 2 * many  # the same entries: a linear formatter takes about as long
 
 
+def test_a_huge_set_on_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, layer_policy("    unit_rate bed_day_rate per bed_days",
+                                        "  param bed_day_rate: money unspecified\n"))
+    code, out = run("eval", path, "--persons", PERSONS, "--claims", CLAIMS, "--set", "bed_day_rate=1e30")
+    assert code == 2 and "polc: error: --set bed_day_rate" in out
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_AS and a sparse file")
-@pytest.mark.xfail(strict=True, reason="cli.py fmt_cmd reads the whole file (Path.read_text) before any size "
-                                       "check: a 4 GB file (or /dev/zero) exhausts memory (MemoryError traceback) "
-                                       "instead of 'policy file is larger than 2 MB'")
 def test_fmt_refuses_a_huge_file_without_reading_it(tmp_path: Path) -> None:
     path = tmp_path / "huge.pol"
     with path.open("wb") as handle:

@@ -140,9 +140,6 @@ def test_a_policy_named_on_the_command_line_must_be_a_regular_file(tmp_path: Pat
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="cli.py fmt_cmd reads every named path with Path.read_text: a FIFO (or /dev/stdin, a "
-                          "device) blocks forever instead of 'is not a regular file' as check and eval say")
 def test_fmt_of_a_fifo_does_not_hang(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo.pol"
     os.mkfifo(fifo)

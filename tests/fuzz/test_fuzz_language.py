@@ -1,15 +1,16 @@
 """Fuzzing polc: bad input never crashes it (issue "Robustness and security").
 
-Four sources of input go through `polc check`, `polc fmt` and `polc eval` (click's CliRunner with
-catch_exceptions=False, so a Python exception fails the test with its traceback) and through the
-library (`pipeline.build`, `fmt.format_source`):
+Four sources of input go through `polc check`, `polc fmt`, `polc eval` (and `polc test`, `polc graph`,
+`polc explain`) with click's CliRunner and catch_exceptions=False, so a Python exception fails the test
+with its traceback, and through the library (`pipeline.build`, `fmt.format_source`):
 
 - random bytes;
 - random sequences of the language's tokens: every keyword in English and Chinese, read from the
   grammar's terminals, and punctuation, plus names, numbers with units, dates and strings;
 - mutations of every bundled policy (delete, duplicate or swap lines; delete, insert or swap tokens;
   flip a character; truncate; a huge number; `<script>`; NUL bytes; invalid UTF-8; a line from
-  another policy). They get past the parser into every later pass, so they have the largest share;
+  another policy; an import of a hostile path). They get past the parser into every later pass, so
+  they have the largest share;
 - mutations of the example data files, evaluated under a bundled policy.
 
 Every command must exit 0, 1 (policy findings) or 2 (bad usage or data), print no traceback, and
@@ -169,14 +170,14 @@ class Case:
     strategy: str
     files: dict[str, bytes]
     entry: str
-    command: str  # check | fmt | eval | build | format
+    command: str  # a polc command (check | fmt | eval | test | graph | explain) or build | format (library)
 
     def describe(self, limit: int = 4000) -> str:
         shown = "\n".join(f"--- {path} ({len(data)} bytes)\n{data[:limit]!r}" for path, data in self.files.items())
         return f"{self.strategy}: {self.command} {self.entry}\n{shown}"
 
 
-COMMANDS = ("check", "fmt", "eval", "build", "format")
+COMMANDS = ("check", "fmt", "eval", "build", "format", "test", "graph", "explain")
 FUZZ_FILE = "policies/yingkou/_fuzz.pol"  # beside a real policy, so `import "../liaoning/…"` resolves
 
 
@@ -361,7 +362,7 @@ def gen_mutation(ch: Chooser) -> Case:
     rel = pick(ch, POLICY_FILES)
     command = pick(ch, COMMANDS)
     entry = rel
-    if IMPORTERS[rel] and command not in ("fmt", "format") and chance(ch, 30):
+    if IMPORTERS[rel] and command not in ("fmt", "format", "test") and chance(ch, 30):
         entry = pick(ch, IMPORTERS[rel])  # a mutated base, seen through the policy that amends it
     return Case("mutation", {f"policies/{rel}": mutate(ch, SOURCES[rel])}, f"policies/{entry}", command)
 
@@ -472,9 +473,9 @@ def run_case(ws: Workspace, case: Case) -> None:
         elif command == "format":
             _library_format(path.read_bytes(), case)
         else:
-            args = {"check": ["check"], "fmt": ["fmt"],
-                    "eval": ["eval", "--persons", str(ws.root / "data/persons.csv"),
-                             "--claims", str(ws.root / "data/claims.csv")]}[command]
+            data = ["--persons", str(ws.root / "data/persons.csv"), "--claims", str(ws.root / "data/claims.csv")]
+            args = {"check": ["check"], "fmt": ["fmt"], "eval": ["eval", *data], "test": ["test"],
+                    "graph": ["graph"], "explain": ["explain", "--person", "p1", *data]}[command]
             _cli([*args, str(path)], case)
 
 
@@ -483,8 +484,12 @@ def _cli(args: list[str], case: Case) -> None:
     out = result.output
     assert result.exit_code in (0, 1, 2), f"exit {result.exit_code}\n{out[-3000:]}\n{case.describe()}"
     assert "Traceback" not in out, f"a traceback:\n{out[-3000:]}\n{case.describe()}"
+    failed = _DIAGNOSTIC.search(out)
+    if args[0] == "test":  # a failing in-file test is reported as `FAIL path:line title`, then `N passed, N failed`
+        failed = failed or re.search(r"^FAIL ", out, re.M)
+        assert re.search(r"^\d+ passed, \d+ failed$", out, re.M), f"no closing line:\n{out[-3000:]}"
     if result.exit_code != 0:
-        assert _DIAGNOSTIC.search(out), f"exit {result.exit_code} without a diagnostic:\n{out[-3000:]}\n{case.describe()}"
+        assert failed, f"exit {result.exit_code} without a diagnostic:\n{out[-3000:]}\n{case.describe()}"
 
 
 def _library_build(path: Path, case: Case) -> None:
@@ -551,10 +556,6 @@ def test_mutated_data(workspace: Workspace, data: st.DataObject) -> None:
     run_case(workspace, gen_data(DrawChooser(data)))
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="cli.py fmt_cmd reads the file with Path.read_text('utf-8-sig'): a file that is not "
-                          "UTF-8 raises UnicodeDecodeError (a traceback) instead of the diagnostic that check "
-                          "and eval print (load.py: 'the file is not UTF-8 text')")
 def test_fmt_of_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "bad.pol"
     path.write_bytes(b"policy p { }\n# \xff\n")
