@@ -104,7 +104,7 @@ def main() -> int:
 
     if not args.no_record:
         command = " ".join(["python bench/fuzz_long.py", *sys.argv[1:]])
-        lines = [f"\n## {datetime.date.today().isoformat()}: {summary}\n", "",
+        lines = [f"\n### {datetime.date.today().isoformat()}: {summary}", "",
                  f"- command: `{command}` (seeds {first}..{first + args.cases - 1})",
                  f"- time: {elapsed:.0f} s with {args.workers} workers on {platform.machine()}, "
                  f"Python {platform.python_version()}",

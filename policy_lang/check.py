@@ -30,6 +30,7 @@ from policy_lang.graph import RATE_ONE, Flat, Lit, Lvl, POr, Pred, PSelected, PT
 from policy_lang.load import Program
 from policy_lang.resolve import (
     LEVEL,
+    MAX_MAGNITUDE,
     SLOT_KINDS,
     ChainDoc,
     Resolved,
@@ -93,6 +94,7 @@ def check(program: Program) -> CheckedPolicy:
             break
         _semantic(res, diags)
         periods.append(Period(start, end, res))
+    _check_test_settings(main.policy, diags)
     found = _dedupe(diags)
     if any(d.severity == "error" for d in found):
         raise PolicyError(found)
@@ -125,6 +127,16 @@ def _check_size(chain: list[ChainDoc], periods: int) -> None:
         raise PolicyError([error(
             f"policy too large to check: {periods} periods (change dates) over {nodes:,}+ syntax nodes",
             chain[-1].policy.span, "fewer distinct `effective`/`until` dates, or split the policy")])
+
+
+def _check_test_settings(policy: ast.Policy, diags: list[Diagnostic]) -> None:
+    """`set NAME = VALUE` in a test is bounded as parameters are (resolve.MAX_MAGNITUDE): a huge one
+    crashed the vector engine with OverflowError under `polc test`."""
+    for test in (t for t in policy.items if isinstance(t, ast.Test)):
+        for it in test.items:
+            if isinstance(it, ast.TestSet) and isinstance(it.value, ast.Amount | ast.Percent) and \
+                    abs(it.value.value) * (10_000 if isinstance(it.value, ast.Percent) else 100) > MAX_MAGNITUDE:
+                diags.append(error("value too large", it.span, "amounts are at most 10,000,000,000 yuan"))
 
 
 def _too_many(res: Resolved, pairs: int, diags: list[Diagnostic]) -> bool:

@@ -175,6 +175,8 @@ class _Lowerer:
             if not text.isdigit():
                 raise _Bad(error(f"`{field}` is a whole number, not `{text}`", lit.span))
             value = int(text)
+            if value > _MAX_NUMBER:  # the vector engine compares in 64-bit integers: OverflowError
+                raise _Bad(error(f"`{text}` is too large", lit.span))
             if typ == "level" and value not in (1, 2, 3):
                 raise _Bad(error(f"hospital level is 1, 2 or 3, not {value}", lit.span))
             return value
@@ -259,7 +261,12 @@ def _fen(text: str, span: ast.Span) -> int:
         raise _Bad(error(f"`{text}` is not an amount", span)) from None
     if fen != fen.to_integral_value():
         raise _Bad(error(f"`{text}` is not a whole number of fen", span))
+    if abs(fen) > _MAX_NUMBER:  # as for counts above
+        raise _Bad(error(f"`{text}` is too large", span))
     return int(fen)
+
+
+_MAX_NUMBER = 10**12  # the bound resolve.MAX_MAGNITUDE puts on values (fen, millionths, counts)
 
 
 # ---- analysis -----------------------------------------------------------------------------------------

@@ -1,23 +1,25 @@
 """Fused kernel: Graph + Columns -> VectorResult in one Numba pass over the sorted claims, equal to interp's.
 
-Three phases (DESIGN §3 as interp states it, only scheduled differently):
+vector.run_columns uses it when Numba is importable and `supports(graph, options)`; it hands an input back
+to the NumPy engine (vector._Engine) when that engine must answer (see `evaluate`).
 
-1. Order. Claims are counted into persons (persons are rows 0..n-1, an O(m) counting sort in Numba) and
-   each person's few claims are then sorted by (date, claim id).
+1. Order. An LSD radix sort (11-bit digits, a few O(m) passes) of person × 2^k + day orders the claims by
+   (person, date); runs of equal (person, date) are then ordered by claim id (integer ids by value, text ids
+   as text, as vector.py does). One pass gathers what the loop reads into that order.
 2. Precompute. Everything a claim's step reads that does not depend on the sequential state is a function
    of a few discrete facts about the claim: its epoch, hospital level, whether it is an inpatient claim, the
    truth of every predicate leaf the policy tests (evaluated column-wise with vector.py's `_Preds`), and
    which identities it holds on its date and by the end of its year. Claims are grouped by those facts into
-   *combinations* (usually a few dozen); the programs are evaluated once per combination, selected identity
-   and admission-number class (vector.py's `_Env`), into small parameter tables.
-3. One `@njit` pass, person-year by person-year and layer by layer, doing interp's `_step` arithmetic in
-   int64: exact payments in fen × 10⁶ with the cumulative kept as whole fen plus remainders (as vector.py's
-   `_round_cumulative`), caps as paid-so-far, shared caps in claim order, `best` identity candidates run in
-   full and the largest total kept (tie: first declared).
+   *combinations* (usually a few dozen to a few hundred); the programs are evaluated once per combination,
+   selected identity schedule and admission-number class (vector.py's `_Env`) into small parameter tables.
+   A deductible reading previous_deductible p is kept as min(max(a ± p, lo), hi) per row (`_Form`).
+3. One `@njit` pass over the person-years doing interp's `_step` arithmetic in int64: exact payments in
+   fen × 10⁶ with the cumulative kept as whole fen plus remainders (as vector.py's `_round_cumulative`),
+   caps as paid-so-far, shared caps claim by claim, `best` candidates each run in full and the largest total
+   kept (tie: first declared). Payments are written in sorted order and scattered back in one tight pass.
 
-Shapes the kernel does not handle make `supports` return False (the NumPy engine runs); an input that needs
-an unspecified parameter, or a unit payment beyond int64, is detected and handed to the NumPy engine,
-which raises interp's error.
+Shapes the kernel does not handle make `supports` return False (the NumPy engine runs). Numba compiles once
+per process and caches the machine code on disk (cache=True). TIMINGS holds the phases of the last run.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ NO_PRICING, FLAT, TIERED, UNIT = 0, 1, 2, 3
 NO_CAP = np.iinfo(np.int64).max  # a per-claim limit that never binds
 MAX_LAYERS = 62  # sets of layers (columns, schedules) are int64 bit masks
 KEY_SPACE = 1 << 22  # combination keys are renumbered densely before they outgrow this
+TABLE_ROWS = 1 << 20  # parameter rows always allowed (beyond: 2 per claim), else the NumPy engine runs
 _ADM, _PREV, _UHI, _ULO, _ROUNDED, _PAID = range(6)  # per-layer running state of one pass
 NONNEG = (1 << 63) - 1  # `index & NONNEG` tells the compiler an index is not negative: no wraparound code
 TIMINGS: dict[str, float] = {}  # seconds of each phase of the last kernel evaluation
@@ -94,10 +97,6 @@ HANDOVER: dict[str, str] = {}  # "reason": why the last evaluation was handed to
 def _jit(fn: F) -> F:
     """numba.njit(cache=True), typed for mypy; the plain function when numba is missing."""
     return fn if _njit is None else cast(F, _njit(cache=True)(fn))
-
-
-
-
 
 
 def available() -> bool:
@@ -120,9 +119,11 @@ def unsupported(graph: Graph, options: interp.Options = interp.Options()) -> str
         return "epochs are not contiguous date intervals in order"
     if len(_numbers_of(graph)) > MAX_LAYERS:
         return f"more than {MAX_LAYERS} number columns"
-    if any(len(v.identity.order) > MAX_LAYERS for e in graph.epochs for v in e.layers
-           if v is not None and v.identity is not None):
-        return f"more than {MAX_LAYERS} identity schedules in a layer"
+    for index in range(len(graph.layers)):
+        slots = {s for e in graph.epochs if (v := e.layers[index]) is not None and v.identity is not None
+                 for s in v.identity.order}
+        if len(slots) >= MAX_LAYERS:
+            return f"{MAX_LAYERS} or more identity schedules in a layer"
     for epoch in graph.epochs:
         if any(_mentions_prev(pool.cap) for pool in epoch.pools):
             return "previous_deductible in a shared cap"
@@ -349,6 +350,8 @@ class _Keys:
             return
         if self.space * card > KEY_SPACE:
             self._dense()
+        if self.space * card >= 1 << 31:  # (only with very many distinct claims)
+            self.key = self.key.astype(np.int64)
         self.key *= card
         self.key += code.astype(np.int32, copy=False)
         self.space *= card
@@ -356,7 +359,7 @@ class _Keys:
     def _dense(self) -> None:
         present = np.zeros(self.space, dtype=bool)
         present[self.key] = True
-        remap = (np.cumsum(present) - 1).astype(np.int32)
+        remap = (np.cumsum(present) - 1).astype(self.key.dtype)
         self.key = remap[self.key]
         self.space = int(remap[-1]) + 1 if len(remap) else 1
 
@@ -365,7 +368,7 @@ class _Keys:
         self._dense()
         reps = np.zeros(self.space, dtype=np.int64)
         reps[self.key] = np.arange(len(self.key))
-        return self.key, reps
+        return self.key.astype(np.int32, copy=False), reps
 
 
 # ---- precompute: parameter tables per (combination, selected identity, admission class) ------------------
@@ -859,11 +862,11 @@ def _sort_claims(person: Arr, day: Arr, rank: Arr, day_low: int, shift: int, n: 
     for d in range(passes):
         for v in range(mask + 1):
             counts[d, v + 1] += counts[d, v]
-        shift = d * RADIX_BITS
+        low_bit = d * RADIX_BITS
         for i in range(m):
             k = key[i]
-            slot = counts[d, (k >> shift) & mask]
-            counts[d, (k >> shift) & mask] = slot + 1
+            slot = counts[d, (k >> low_bit) & mask]
+            counts[d, (k >> low_bit) & mask] = slot + 1
             key2[slot], order2[slot] = k, order[i]
         key, key2 = key2, key
         order, order2 = order2, order
@@ -899,8 +902,9 @@ def _gather(order: Arr, key: Arr, shift: int, day_low: int, year_start: Arr, eli
             total: Arr) -> tuple[Arr, Arr, Arr, Arr, Arr]:
     """Person, day, year (index) and costs of the claims in sorted order (one tight pass)."""
     m = order.shape[0]
-    person, day, year = np.empty(m, np.int64), np.empty(m, np.int32), np.empty(m, np.int32)
-    s_eligible, s_total = np.empty(m, np.int64), np.empty(m, np.int64)
+    person, day, year = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
+    s_eligible = np.empty(m, np.int64)
+    s_total = s_eligible if total is eligible else np.empty(m, np.int64)  # one column for both (anchor)
     last, low_mask = year_start.shape[0] - 1, (np.int64(1) << shift) - 1
     for i in range(m):
         c = order[i]
@@ -1302,6 +1306,8 @@ def evaluate(graph: Graph, cols: Columns, options: interp.Options = interp.Optio
     ctx = _Ctx(graph, cols, options, frame, _claim_epochs(graph, day, options), year_end)
     del day, year_end
     clock.lap("combinations")
+    if _table_rows(graph, ctx) > max(TABLE_ROWS, 2 * cols.claims.m):
+        return _hand_over("too many combinations of claim facts for parameter tables")
     names = _numbers_of(graph)
     tables, instances = _build_tables(ctx, {name: i for i, name in enumerate(names)}, years)
     claims = claims._replace(combo=ctx.combo, numbers=np.stack([frame.number(name) for name in names]) if names
@@ -1314,14 +1320,22 @@ def evaluate(graph: Graph, cols: Columns, options: interp.Options = interp.Optio
     if _evaluate(claims, tables, out):
         return _hand_over("a claim needs an unspecified parameter, or a unit payment leaves int64")
     clock.lap("loop")
+    order, total, idents = claims.order, claims.total, ctx.idents
+    del claims, ctx  # (what the outputs do not need is freed before they are allocated)
     payments = np.empty((cols.claims.m, len(graph.layers)), np.int64)
     out_of_pocket = np.empty(cols.claims.m, np.int64)
-    _scatter(claims.order, out.sorted_payments, claims.total, payments, out_of_pocket)
-    del claims
-    out = out._replace(sorted_payments=np.zeros((0, 0), np.int64))  # (freed)
-    result = _result(graph, cols, options, years, ctx.idents, out, payments, out_of_pocket, instances)
+    _scatter(order, out.sorted_payments, total, payments, out_of_pocket)
+    del order, total
+    out = out._replace(sorted_payments=np.zeros((0, 0), np.int64))
+    result = _result(graph, cols, options, years, idents, out, payments, out_of_pocket, instances)
     clock.lap("outputs")
     return result if result is not None else _hand_over("an alert or subsidy needs an unspecified parameter")
+
+
+def _table_rows(graph: Graph, ctx: _Ctx) -> int:
+    """How many parameter rows the tables would have (combinations × selected slots × admission classes)."""
+    builder = _Builder(ctx, {})
+    return ctx.n_combos * sum(p.n_sel * p.n_adm for p in map(builder.plan, range(len(graph.layers))))
 
 
 def _sorted(cols: Columns, year_start: Arr) -> tuple[_ClaimData, Arr]:
@@ -1386,9 +1400,10 @@ def _result(graph: Graph, cols: Columns, options: interp.Options, years: Arr, id
 
 
 def _py_keys(n: int, years: Arr) -> tuple[Arr, Arr]:
-    """The person and year of each person-year row (persons in order, years ascending), as vector.py's."""
+    """The person and year of each person-year row (persons in order, years ascending), as vector.py's; with one
+    year, the year column is a read-only broadcast of it (no memory)."""
     if len(years) == 1:
-        return np.arange(n, dtype=np.int64), np.full(n, years[0], dtype=np.int64)
+        return np.arange(n, dtype=np.int64), np.broadcast_to(years[:1], (n,))
     return np.repeat(np.arange(n, dtype=np.int64), len(years)), np.tile(years, n)
 
 
