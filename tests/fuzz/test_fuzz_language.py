@@ -55,7 +55,7 @@ DATA_FILES = ("persons.csv", "claims.csv")
 CASE_SECONDS = 60  # one command on one input; the slowest bundled policy builds in well under a second
 
 # Per-strategy case counts for CI (together about a minute on the 2-core CI machine).
-EXAMPLES_MUTATIONS = 900
+EXAMPLES_MUTATIONS = 750
 EXAMPLES_TOKENS = 1000
 EXAMPLES_BYTES = 500
 EXAMPLES_DATA = 80
