@@ -876,7 +876,8 @@ def _sort_claims(person: Arr, day: Arr, rank: Arr, day_low: int, shift: int, n: 
 
 @_jit
 def _order_ties(key: Arr, order: Arr, rank: Arr) -> None:
-    """Within runs of equal keys (same person and day), stable insertion sort by rank."""
+    """Within runs of equal keys (same person and day), a stable sort by rank: insertion for the usual few
+    claims, a merge sort for long runs."""
     a = 0
     m = key.shape[0]
     while a < m:
