@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -256,29 +257,45 @@ def graph_cmd(policy: str, as_of: str | None, fmt: str, out: str | None) -> None
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
 def fmt_cmd(files: tuple[str, ...], check_only: bool) -> None:
-    """Rewrite policy files in the canonical layout (comments kept; formatting twice changes nothing)."""
+    """Rewrite policy files in the canonical layout (comments kept; formatting twice changes nothing).
+
+    Every file is read and formatted first; if any has an error, every error is printed and no file is
+    written (exit 1). Only then are the changed files written, each atomically."""
     from policy_lang.fmt import format_source
     from policy_lang.load import read_source
 
     sources = SourceCache()
-    unformatted = 0
+    errors: list[dg.Diagnostic] = []
+    failed = 0  # files with an error
+    changed: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
     for path in iter_pol_files(files):
+        key = path.resolve()
+        if key in seen:  # named twice (or through a directory and by name): format it once
+            continue
+        seen.add(key)
         try:
             text = read_source(path, str(path))  # a regular UTF-8 file of bounded size, as check reads it
             sources.add(str(path), text)
             formatted = format_source(text, str(path))
         except PolicyError as exc:
-            _print_diags(exc.diagnostics, sources)
-            sys.exit(EXIT_FINDINGS)
-        if formatted == text:
+            errors.extend(exc.diagnostics)
+            failed += 1
             continue
-        unformatted += 1
+        if formatted != text:
+            changed.append((path, formatted))
+    if failed:
+        _print_diags(errors, sources)
+        if not check_only:
+            click.echo(f"polc: {failed} file{'s' if failed != 1 else ''} with errors: no file written", err=True)
+        sys.exit(EXIT_FINDINGS)
+    for path, formatted in changed:
         if check_only:
             click.echo(f"would reformat {path}", err=True)
         else:
             write_atomic(path, formatted)
             click.echo(f"reformatted {path}", err=True)
-    if check_only and unformatted:
+    if check_only and changed:
         sys.exit(EXIT_FINDINGS)
 
 

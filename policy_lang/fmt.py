@@ -223,11 +223,12 @@ class _Emitter:
         """A disease or hospital list: short ones on one line, long ones one entry per line."""
         entries = _list_entries(tree)
         one_line = len(entries) <= SHORT_LIST
+        entry_ids = {id(e) for e in entries}  # identity, not equality: a set keeps this linear in the list
         inside = False
         for child in tree.children:
             if inside and _is_tok(child, ",") and _pos(child) > _pos(entries[-1]):
                 continue  # trailing comma
-            if inside and not one_line and any(child is e for e in entries):
+            if inside and not one_line and id(child) in entry_ids:
                 self.brk(depth + 1, "keep" if child is not entries[0] else "none")
             if not one_line and _is_tok(child, "}"):
                 self.brk(depth, "none")

@@ -178,3 +178,46 @@ def test_check_reports_a_test_that_needs_an_unspecified_parameter(tmp_path: Path
     code, _, err = run("check", str(pol))
     assert code == 1
     assert f"{pol}:4:3: error: test 'needs it' needs a parameter the policy leaves unspecified" in err
+
+
+# ---- fmt: all files or none ---------------------------------------------------------------------------------
+UNFORMATTED = 'policy p "t" {  layer a "a" fund f { rate 50% ; } }\n'
+FORMATTED = 'policy p "t" {\n  layer a "a" fund f {\n    rate 50%\n  }\n}\n'  # one item a line, 2 spaces a level
+BAD_PERCENT = 'policy p "t" {\n  layer basic fund f {\n    rate 50%% }\n}\n'  # the second % is line 3, column 13
+BAD_STRING = 'policy p "t {\n}\n'  # the string never closes: its quote is line 1, column 10
+
+
+def test_fmt_writes_nothing_when_any_file_has_an_error(tmp_path: Path) -> None:
+    files = {"a.pol": UNFORMATTED, "b.pol": BAD_PERCENT, "c.pol": BAD_STRING, "d.pol": UNFORMATTED}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, "utf-8")
+    paths = [str(tmp_path / name) for name in files]
+    for args in (["fmt", *paths], ["fmt", "--check", *paths], ["fmt", str(tmp_path)]):
+        code, _, err = run(*args)
+        assert code == 1, err
+        # every file's error, with its source line and a caret under the column (both indented by 4)
+        assert f"{tmp_path / 'b.pol'}:3:13: error: unexpected character '%'\n" \
+               f"        rate 50%% }}\n{' ' * (4 + 12)}^\n" in err
+        assert f"{tmp_path / 'c.pol'}:1:10: error: unexpected character '\"'\n" \
+               f"    policy p \"t {{\n{' ' * (4 + 9)}^\n" in err
+        assert "reformat" not in err
+        # nothing written: the good files before and after the bad ones are untouched, no temporary file left
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+        assert {name: (tmp_path / name).read_text("utf-8") for name in files} == files
+    assert "2 files with errors: no file written" in run("fmt", *paths)[2]
+
+
+def test_fmt_writes_every_changed_file_when_all_parse(tmp_path: Path) -> None:
+    for name in ("a.pol", "b.pol"):
+        (tmp_path / name).write_text(UNFORMATTED, "utf-8")
+    (tmp_path / "c.pol").write_text(FORMATTED, "utf-8")
+    paths = [str(tmp_path / name) for name in ("a.pol", "b.pol", "c.pol")]
+    code, _, err = run("fmt", "--check", *paths)
+    assert code == 1
+    assert err.splitlines() == [f"would reformat {tmp_path / 'a.pol'}", f"would reformat {tmp_path / 'b.pol'}"]
+    assert (tmp_path / "a.pol").read_text("utf-8") == UNFORMATTED
+    code, _, err = run("fmt", *paths, paths[0])  # a file named twice is formatted once
+    assert code == 0
+    assert err.splitlines() == [f"reformatted {tmp_path / 'a.pol'}", f"reformatted {tmp_path / 'b.pol'}"]
+    assert [(tmp_path / n).read_text("utf-8") for n in ("a.pol", "b.pol", "c.pol")] == [FORMATTED] * 3
+    assert run("fmt", "--check", *paths) == (0, "", "")

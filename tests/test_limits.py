@@ -319,17 +319,15 @@ def test_a_huge_value_set_in_a_test(tmp_path: Path) -> None:
     assert code == 1 and "error: value too large" in out and "0 passed, 1 failed" in out, out
 
 
-# ---- problems in files this suite may not change ------------------------------------------------------------
+# ---- linear in the size of a list ---------------------------------------------------------------------------
 def _cpu(fn: Callable[[], object]) -> float:
     start = time.process_time()
     fn()
     return time.process_time() - start
 
 
-@pytest.mark.xfail(strict=True, reason="data.py _grants checks each identity against every earlier one "
-                                       "(`any(g.identity == grant.identity for g in grants)`): quadratic in the "
-                                       "identities a person holds; 40,000 in a JSON Lines file take ~40 s")
 def test_loading_a_person_with_many_identities_is_linear(tmp_path: Path) -> None:
+    # data._grants once checked each identity against every earlier one: 40,000 identities took ~40 s.
     def load(n: int) -> None:
         ids = [f"id{i}" for i in range(n)]
         path = tmp_path / f"p{n}.jsonl"
@@ -341,10 +339,8 @@ def test_loading_a_person_with_many_identities_is_linear(tmp_path: Path) -> None
     assert large < 20 * max(small, 0.02)  # linear: ×8 (or the 0.02 s floor); quadratic: ×64
 
 
-@pytest.mark.xfail(strict=True, reason="fmt.py _Emitter.entry_list tests every child against every entry "
-                                       "(`any(child is e for e in entries)`): quadratic in a disease or hospital "
-                                       "list; 30,000 entries take ~25 s to format, 60,000 ~100 s")
 def test_formatting_a_long_disease_list_is_linear() -> None:
+    # fmt._Emitter.entry_list once tested every child against every entry: 30,000 entries took ~25 s.
     from policy_lang.fmt import format_source
 
     def lists(n: int, per: int) -> str:
