@@ -15,11 +15,12 @@ from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
 
 from policy_lang import vocabulary as V
+from policy_lang.graph import ColumnInfo
 
 if TYPE_CHECKING:
     import _csv
@@ -154,21 +155,12 @@ class Claim:
 
 
 @attrs.frozen
-class ColumnDecl:
-    """A further data column a policy names."""
-
-    name: str
-    entity: Literal["claim", "person"]
-    type: Literal["bool", "int", "money", "text"]
-
-
-@attrs.frozen
 class DataVocabulary:
     """What the policy being evaluated accepts: identity ids, disease tokens, extra columns."""
 
     identities: frozenset[str]
     diseases: Mapping[str, str]
-    columns: tuple[ColumnDecl, ...] = ()
+    columns: tuple[ColumnInfo, ...] = ()
 
 
 @attrs.frozen
@@ -588,10 +580,12 @@ def _grant(row: _Row, token: str, vocab: DataVocabulary) -> Grant:
 
 def _grants(row: _Row, vocab: DataVocabulary) -> tuple[Grant, ...]:
     grants: list[Grant] = []
+    held: set[str] = set()  # the identities so far: a set keeps a person with many identities linear
     for token in row.tokens("identities"):
         grant = _grant(row, token, vocab)
-        if any(g.identity == grant.identity for g in grants):
+        if grant.identity in held:
             row.fail("identities", _msg("repeated_identity", value=grant.identity))
+        held.add(grant.identity)
         grants.append(grant)
     return tuple(grants)
 

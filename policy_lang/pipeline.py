@@ -13,7 +13,6 @@ import attrs
 
 from policy_lang.check import CheckedPolicy, check
 from policy_lang.compile import compile_policy, param_kinds
-from policy_lang.data import ColumnDecl as DataColumn
 from policy_lang.data import DataVocabulary, format_money
 from policy_lang.diagnostics import SourceCache
 from policy_lang.graph import Graph
@@ -35,8 +34,7 @@ def build(path: str | Path, sources: SourceCache | None = None) -> Built:
 
 
 def data_vocabulary(graph: Graph) -> DataVocabulary:
-    columns = tuple(DataColumn(c.name, c.entity, c.type) for c in graph.columns)
-    return DataVocabulary(frozenset(graph.identities), dict(graph.diseases), columns)
+    return DataVocabulary(frozenset(graph.identities), dict(graph.diseases), graph.columns)
 
 
 class SettingError(ValueError):

@@ -59,6 +59,7 @@ from policy_lang.columns import (
     Persons,
     day_number,
 )
+from policy_lang.graph import ColumnInfo
 
 Array = npt.NDArray[Any]
 Notify = Callable[[str], None]
@@ -176,7 +177,7 @@ class _Spec:
     required: tuple[str, ...]
     names: tuple[str, ...]
     flags: frozenset[str]
-    declared: tuple[D.ColumnDecl, ...]
+    declared: tuple[ColumnInfo, ...]
 
     def kind(self, name: str) -> str:
         return "flag" if name in self.flags else "tokens" if name in TOKEN_COLUMNS else "text"
@@ -896,7 +897,7 @@ def _codes(text: pa.Array, table: dict[str, int]) -> Array:
     return mapping[_np(encoded.indices).astype(np.int64)]
 
 
-def _declared(batch: _Batch, decl: D.ColumnDecl) -> _Value:
+def _declared(batch: _Batch, decl: ColumnInfo) -> _Value:
     """A declared bool, int (±1e15) or money (fen) column; empty values are 0 / false."""
     column, n = batch.columns.get(decl.name), batch.size
     if decl.type == "bool":
@@ -1397,7 +1398,7 @@ def _chunk_persons(people: _People, low: int, high: int, ctx: _Context) -> Perso
                if decl.entity == "person"})
 
 
-def _person_extra_column(people: _People, decl: D.ColumnDecl, low: int, high: int, ctx: _Context) -> Extra:
+def _person_extra_column(people: _People, decl: ColumnInfo, low: int, high: int, ctx: _Context) -> Extra:
     n = high - low
     if decl.name not in people.extra:  # a declared column with a standard name: never an extra
         return _missing_extra(decl, n)
@@ -1408,7 +1409,7 @@ def _person_extra_column(people: _People, decl: D.ColumnDecl, low: int, high: in
     return Extra(values.astype(bool if decl.type == "bool" else np.int64), missing)
 
 
-def _missing_extra(decl: D.ColumnDecl, n: int) -> Extra:
+def _missing_extra(decl: ColumnInfo, n: int) -> Extra:
     if decl.type == "text":
         return Extra(np.full(n, -1, np.int32), np.ones(n, bool), ())
     return Extra(np.zeros(n, bool if decl.type == "bool" else np.int64), np.ones(n, bool))
@@ -1429,7 +1430,7 @@ def _chunk_claims(table: pa.Table, low: int, ctx: _Context) -> Claims:
         extra={decl.name: _claim_extra_column(table, decl) for decl in ctx.vocab.columns if decl.entity == "claim"})
 
 
-def _claim_extra_column(table: pa.Table, decl: D.ColumnDecl) -> Extra:
+def _claim_extra_column(table: pa.Table, decl: ColumnInfo) -> Extra:
     if f"x:{decl.name}" not in table.column_names:
         return _missing_extra(decl, table.num_rows)
     values = table.column(f"x:{decl.name}").combine_chunks()

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from policy_lang.data import (
     Claim,
-    ColumnDecl,
     DataError,
     Dataset,
     DataVocabulary,
@@ -26,6 +25,7 @@ from policy_lang.data import (
     load_persons,
     parse_money,
 )
+from policy_lang.graph import ColumnInfo
 
 DATA = Path(__file__).parent / "data"
 VOCAB = default_vocabulary()
@@ -232,12 +232,12 @@ def test_declared_columns_are_typed(tmp_path: Path) -> None:
     vocab = attrs.evolve(
         VOCAB,
         columns=(
-            ColumnDecl("day_rate", "claim", "money"),
-            ColumnDecl("trial", "claim", "bool"),
-            ColumnDecl("visits", "claim", "int"),
-            ColumnDecl("ward", "claim", "text"),
-            ColumnDecl("absent", "claim", "text"),
-            ColumnDecl("village", "person", "text"),
+            ColumnInfo("day_rate", "claim", "money"),
+            ColumnInfo("trial", "claim", "bool"),
+            ColumnInfo("visits", "claim", "int"),
+            ColumnInfo("ward", "claim", "text"),
+            ColumnInfo("absent", "claim", "text"),
+            ColumnInfo("village", "person", "text"),
         ),
     )
     text = claims_csv(CLAIM_ROW + ",80.5,1,-3,", extra="day_rate,trial,visits,ward")
@@ -252,7 +252,7 @@ def test_declared_columns_are_typed(tmp_path: Path) -> None:
 
 
 def test_declared_column_bad_value(tmp_path: Path) -> None:
-    vocab = attrs.evolve(VOCAB, columns=(ColumnDecl("day_rate", "claim", "money"),))
+    vocab = attrs.evolve(VOCAB, columns=(ColumnInfo("day_rate", "claim", "money"),))
     text = claims_csv(CLAIM_ROW + ",1.234", extra="day_rate")
     with pytest.raises(DataError) as info:
         load_claims(write(tmp_path, "c.csv", text), vocab)
@@ -275,7 +275,7 @@ def test_explicit_gbk_encoding(tmp_path: Path) -> None:
 def test_records_are_hashable_and_pickle(tmp_path: Path) -> None:
     persons = load_persons(DATA / "persons.csv", VOCAB)
     assert len(set(persons)) == 3
-    vocab = attrs.evolve(VOCAB, columns=(ColumnDecl("ward", "claim", "text"),))
+    vocab = attrs.evolve(VOCAB, columns=(ColumnInfo("ward", "claim", "text"),))
     claims = load_claims(
         write(tmp_path, "c.csv", claims_csv(CLAIM_ROW + ",A", extra="ward")), vocab
     )

@@ -25,7 +25,6 @@ from policy_lang.cli import main
 from policy_lang.columns import Columns, Extra
 from policy_lang.data import (
     Claim,
-    ColumnDecl,
     DataError,
     Dataset,
     DataVocabulary,
@@ -33,6 +32,7 @@ from policy_lang.data import (
     default_vocabulary,
     load_dataset,
 )
+from policy_lang.graph import ColumnInfo
 from simulator import job, loaders, parquet_io, run
 from simulator.engines import to_dataset
 from simulator.population import concat, generate_chunks
@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROVINCIAL = str(ROOT / "policies/liaoning/provincial-direct-2019.pol")
 PROVINCIAL_BASE = str(ROOT / "policies/liaoning/provincial-direct-base.pol")
 VOCAB = attrs.evolve(default_vocabulary(), columns=(
-    ColumnDecl("ward", "claim", "text"), ColumnDecl("day_rate", "claim", "money"), ColumnDecl("trial", "claim", "bool"),
-    ColumnDecl("visits", "person", "int"), ColumnDecl("village", "person", "text"), ColumnDecl("age", "person", "int")))
+    ColumnInfo("ward", "claim", "text"), ColumnInfo("day_rate", "claim", "money"), ColumnInfo("trial", "claim", "bool"),
+    ColumnInfo("visits", "person", "int"), ColumnInfo("village", "person", "text"), ColumnInfo("age", "person", "int")))
 
 
 def write(directory: Path, files: Mapping[str, str | bytes]) -> Path:
