@@ -11,12 +11,20 @@ checker guarantees that two rules that can hold together either agree or are ord
 from __future__ import annotations
 
 import datetime
-from typing import Generic, Literal, TypeAlias, TypeVar
+import operator
+from collections.abc import Callable
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import attrs
 
 RATE_ONE = 1_000_000  # 100% in ppm
 FEN_PER_YUAN = 100
+
+# The comparison operators of PCompare and PAdmission, as functions, for every evaluator: the `operator`
+# functions compare Python values (giving a bool) and NumPy arrays elementwise (giving a bool array).
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
 
 
 @attrs.frozen

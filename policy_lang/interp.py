@@ -20,6 +20,7 @@ import attrs
 
 from policy_lang.data import Claim, Dataset, Person
 from policy_lang.graph import (
+    COMPARISONS,
     RATE_ONE,
     Below,
     BonusSpec,
@@ -193,12 +194,6 @@ def holds(person: Person, identity: str, day: datetime.date) -> bool:
     return any(g.identity == identity and (g.since is None or g.since <= day) for g in person.identities)
 
 
-_CMP: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-}
-
-
 def test_pred(pred: Pred, ctx: _Ctx) -> bool:
     match pred:
         case PTrue():
@@ -211,7 +206,7 @@ def test_pred(pred: Pred, ctx: _Ctx) -> bool:
             return not test_pred(item, ctx)
         case PCompare(field, op, value):
             actual = field_value(ctx, field)
-            return actual is not None and _CMP[op](actual, value)
+            return actual is not None and bool(COMPARISONS[op](actual, value))
         case PIn(field, values):
             return field_value(ctx, field) in values
         case PHas(field, values, all_):
@@ -224,7 +219,7 @@ def test_pred(pred: Pred, ctx: _Ctx) -> bool:
         case PSelected(identities):
             return ctx.selected in identities
         case PAdmission(op, value):
-            return ctx.admission > 0 and _CMP[op](ctx.admission, value)
+            return ctx.admission > 0 and bool(COMPARISONS[op](ctx.admission, value))
     raise AssertionError(pred)  # pragma: no cover
 
 
