@@ -15,6 +15,7 @@ import jinja2
 
 from policy_lang import ast, vocabulary
 from policy_lang.check import CheckedPolicy
+from policy_lang.compile import SLOT_DEFAULTS
 from policy_lang.graph import Below, BonusSpec, Cite, Flat, Lit, Op, Tiered, Unit
 from policy_lang.resolve import SLOT_KINDS, DocInfo, RAlert, Resolved, RLayer, RRule, RSetting, RSubsidy
 from policy_lang.values import Kind, Lowered, NoneVal, ParamValue, show
@@ -35,6 +36,7 @@ _SYMBOLS: Final = {"add": "+", "sub": "-", "mul": "×"}
 _NAME = re.compile(r"\w+")
 K = TypeVar("K")
 V = TypeVar("V")
+C = TypeVar("C", RSubsidy, RAlert)
 
 
 # ---- records ---------------------------------------------------------------------------------------
@@ -535,7 +537,7 @@ def _rules(layer_id: str, o: RLayer, n: RLayer, old: Resolved, new: Resolved) ->
             out.append(Change("rule_removed", layer=layer_id, rule=key, old=rule_text(key, a, old.disease_tokens),
                               old_cites=a.cites, old_value=a))
         elif a is not None and b is not None:
-            out += _rule_changes(layer_id, key, a, b, old, new) + _slots(layer_id, key, a, b)
+            out += _rule_changes(layer_id, key, a, b, old, new) + _slots(layer_id, key, a, b, o, n)
     return out
 
 
@@ -552,16 +554,50 @@ def _rule_changes(layer_id: str, key: str, a: RRule, b: RRule, old: Resolved, ne
     return out
 
 
-def _slots(layer_id: str, key: str, a: RRule, b: RRule) -> list[Change]:
+def _slots(layer_id: str, key: str, a: RRule, b: RRule, o: RLayer, n: RLayer) -> list[Change]:
     out: list[Change] = []
     for slot in SLOTS:
-        sa, sb = a.settings.get(slot), b.settings.get(slot)
-        if (sa.value if sa else None, sa is None) == (sb.value if sb else None, sb is None):
+        if _same_effect(slot, a, b, o, n):
             continue
+        sa, sb = a.settings.get(slot), b.settings.get(slot)
         out.append(Change(_verb("parameter", sa, sb), layer=layer_id, rule=key, parameter=slot, old=_setting(slot, sa),
                           new=_setting(slot, sb), old_cites=sa.cites if sa else (),
                           new_cites=sb.cites if sb else (), old_value=sa, new_value=sb))
     return out
+
+
+def _same_effect(slot: str, a: RRule, b: RRule, o: RLayer, n: RLayer) -> bool:
+    """Whether rule `a` of OLD's layer `o` and rule `b` of NEW's layer `n` give `slot` the same effective
+    value: the same setting, or `none` written out in one version (`cap none`) where the other leaves the
+    slot unset and the rule's claims get none anyway."""
+    sa, sb = a.settings.get(slot), b.settings.get(slot)
+    if sa is None and sb is None:
+        return True
+    if sa is not None and sb is not None:
+        return bool(_plain(sa.value) == _plain(sb.value))
+    if sb is None:
+        assert sa is not None
+        return _plain(sa.value) is None and _none_unless_set(n, b, slot)
+    return _plain(sb.value) is None and _none_unless_set(o, a, slot)
+
+
+def _plain(value: Any) -> Any:
+    """A setting's value with `none` spelled one way (None, as compile.py lowers NoneVal)."""
+    return None if isinstance(value, NoneVal) else value
+
+
+def _none_unless_set(layer: RLayer, rule: RRule, slot: str) -> bool:
+    """Whether the claims of `rule` get none for `slot` when `rule` leaves it unset in `layer`.
+
+    Nothing is below the general rule: its claims get the built-in default (compile.SLOT_DEFAULTS).
+    Another rule's claims get what the rules below it give: certainly none when every rule of the layer
+    that sets the slot sets none, and so does the built-in default if the general rule leaves it unset."""
+    if rule.kind == "default":
+        return SLOT_DEFAULTS[slot] is None
+    default = layer.rules.get("default")
+    if (default is None or slot not in default.settings) and SLOT_DEFAULTS[slot] is not None:
+        return False
+    return all(_plain(r.settings[slot].value) is None for r in layer.rules.values() if slot in r.settings)
 
 
 def _setting(slot: str, setting: RSetting | None) -> str | None:
@@ -586,15 +622,23 @@ def subsidy_text(sub: RSubsidy) -> str:
     return f"{sub.title}, {sub.precedence}, amount {amount}, shares {shares or '(none)'}"
 
 
-def _subsidies(old: Resolved, new: Resolved) -> list[Change]:
+def _cited_items(base: str, old: Mapping[str, C], new: Mapping[str, C], render: Callable[[C], str],
+                 changes: Callable[[str, C, C], list[Change]]) -> list[Change]:
+    """Subsidies or alerts by id: one added or removed is rendered in one line with its citations; one in
+    both versions gives the changes `changes` finds."""
     out: list[Change] = []
-    for name, o, n in _matched(old.subsidies, new.subsidies):
+    for name, o, n in _matched(old, new):
         if o is None or n is None:
-            for change in _triple("subsidy", o, n, subsidy_text, item=name):
+            for change in _triple(base, o, n, render, item=name):
                 out.append(attrs.evolve(change, old_cites=o.cites if o else (), new_cites=n.cites if n else ()))
-            continue
-        out += _subsidy_changes(name, o, n, old, new)
+        else:
+            out += changes(name, o, n)
     return out
+
+
+def _subsidies(old: Resolved, new: Resolved) -> list[Change]:
+    return _cited_items("subsidy", old.subsidies, new.subsidies, subsidy_text,
+                        lambda name, o, n: _subsidy_changes(name, o, n, old, new))
 
 
 def _subsidy_changes(name: str, o: RSubsidy, n: RSubsidy, old: Resolved, new: Resolved) -> list[Change]:
@@ -635,14 +679,8 @@ def alert_text(alert: RAlert) -> str:
 
 
 def _alerts(old: Resolved, new: Resolved) -> list[Change]:
-    out: list[Change] = []
-    for name, o, n in _matched(old.alerts, new.alerts):
-        if o is None or n is None:
-            for change in _triple("alert", o, n, alert_text, item=name):
-                out.append(attrs.evolve(change, old_cites=o.cites if o else (), new_cites=n.cites if n else ()))
-            continue
-        out += _alert_changes(name, o, n, old, new)
-    return out
+    return _cited_items("alert", old.alerts, new.alerts, alert_text,
+                        lambda name, o, n: _alert_changes(name, o, n, old, new))
 
 
 def _alert_changes(name: str, o: RAlert, n: RAlert, old: Resolved, new: Resolved) -> list[Change]:

@@ -100,6 +100,33 @@ def test_a_slot_set_only_in_new_is_added(tmp_path: Path) -> None:
     assert change.old_cites == () and change.new_value is not None
 
 
+
+SCHEDULE = '    by identity best {\n      tekun { rate 60% source "第五条"EXTRA }\n    }'
+
+
+def test_none_written_out_is_the_same_as_not_set(tmp_path: Path) -> None:
+    # No cap per claim is the built-in default. The general rule's explicit `cap none per claim` and tekun's
+    # explicit `cap none per claim` (no rule of the layer sets another cap per claim) give every claim no cap
+    # per claim, as leaving them unset does: nothing changes, in either direction.
+    explicit = policy(layer('    cap none per claim source "第四条"\n'
+                            + SCHEDULE.replace("EXTRA", ' cap none per claim source "第五条"')))
+    implicit = policy(layer(SCHEDULE.replace("EXTRA", "")))
+    assert diff_files(tmp_path, explicit, implicit).changes == ()
+    assert diff_files(tmp_path, implicit, explicit).changes == ()
+    result = CliRunner().invoke(main, ["diff", str(tmp_path / "old.pol"), str(tmp_path / "new.pol")])
+    assert result.exit_code == 0 and "cap" not in result.output, result.output
+    assert result.output.endswith("\n0 changes\n"), result.output
+
+
+def test_none_written_out_over_a_general_cap_is_a_change(tmp_path: Path) -> None:
+    # tekun's `cap none` lifts the general 20000 cap per year; without it tekun's claims are capped at 20000.
+    old = policy(layer(SCHEDULE.replace("EXTRA", ' cap none source "第五条"')))
+    new = policy(layer(SCHEDULE.replace("EXTRA", "")))
+    change = only(diff_files(tmp_path, old, new))
+    assert (change.kind, change.rule, change.parameter, change.old, change.new) == (
+        "parameter_removed", "identity tekun", "cap_year", "none", None)
+
+
 # ---- rules and layers -------------------------------------------------------------------------------------
 def test_a_rule_added_and_one_removed(tmp_path: Path) -> None:
     old = layer('    rule referral when referred source "第七条" { rate 70% }\n'
