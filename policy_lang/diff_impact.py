@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -469,13 +469,21 @@ def _shared_caps(res: Resolved, change: Change, new: Resolved, verb: str) -> Non
         res.shared_caps[change.item or ""] = copy.deepcopy(change.new_value)
 
 
-def _subsidies(res: Resolved, change: Change, new: Resolved, verb: str) -> None:
+def _added_or_removed(items: MutableMapping[str, Any], change: Change, verb: str) -> bool:
+    """An item added or removed as a whole: drop it (and put in a copy of the new one); False for "changed"."""
+    if verb == "changed":
+        return False
     name = change.item or ""
-    if verb != "changed":
-        res.subsidies.pop(name, None)
-        if verb == "added":
-            res.subsidies[name] = copy.deepcopy(change.new_value)
+    items.pop(name, None)
+    if verb == "added":
+        items[name] = copy.deepcopy(change.new_value)
+    return True
+
+
+def _subsidies(res: Resolved, change: Change, new: Resolved, verb: str) -> None:
+    if _added_or_removed(res.subsidies, change, verb):
         return
+    name = change.item or ""
     sub, target = res.subsidies[name], new.subsidies[name]
     what, _, ident = (change.parameter or "").partition(":")
     if what in ("share", "treat"):
@@ -489,12 +497,9 @@ def _subsidies(res: Resolved, change: Change, new: Resolved, verb: str) -> None:
 
 
 def _alerts(res: Resolved, change: Change, new: Resolved, verb: str) -> None:
-    name = change.item or ""
-    if verb != "changed":
-        res.alerts.pop(name, None)
-        if verb == "added":
-            res.alerts[name] = copy.deepcopy(change.new_value)
+    if _added_or_removed(res.alerts, change, verb):
         return
+    name = change.item or ""
     alert, target = res.alerts[name], new.alerts[name]
     what, _, cond = (change.parameter or "").partition(":")
     if what in ("title", "measure"):
@@ -729,7 +734,7 @@ def _replay_chunk(graphs: _Graphs, cols: Columns, progress: Progress | None) -> 
     year, options = graphs.year, graphs.options
     a, b = evaluate(graphs.old, cols, options, "vector"), evaluate(graphs.new, cols, options, "vector")
     out = _Replay(metrics.chunk_stats(graphs.old, cols, a, year), metrics.chunk_stats(graphs.new, cols, b, year),
-                  compare.compare_chunk(cols, b, a, year), [])
+                  compare.compare_chunk(cols, b, a, year, options), [])
     for graph in graphs.variants:
         out.variants.append(result_totals(graph, evaluate(graph, cols, options, "vector"), year))
         if progress:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -28,6 +27,7 @@ from policy_lang.columns import (
 )
 from policy_lang.data import Dataset
 from policy_lang.graph import (
+    COMPARISONS,
     RATE_ONE,
     Below,
     BonusSpec,
@@ -67,13 +67,19 @@ NO_PRICING, FLAT, TIERED, UNIT = 0, 1, 2, 3
 YEAR_PERIOD = 2  # index of "year" in the period names
 _RANK_EPOCH = 1 << 20  # more than any identity list is long
 INPATIENT = KINDS.index("inpatient")
-_CMP: dict[str, Callable[[Any, Any], Any]] = {
-    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 @attrs.frozen(eq=False)
 class VectorResult:
-    """Payments per claim (input order) and per person-year (persons in order, years ascending)."""
+    """Payments per claim (input order) and per person-year; the person-year rows are SPARSE.
+
+    A person-year row is present iff some value of it is non-zero: any payment, out_of_pocket, total_cost or
+    eligible_cost ≠ 0, an alert fired, or a subsidy given (subsidy_given True, even with amount 0; a subsidy
+    amount ≠ 0 counts as well). Rows are sorted by (person, year). An absent person-year of a year the run
+    considers (`considered_years`: the claims' years, or the --as-of year when there are none) means: all
+    amounts zero, no alert, no subsidy. `sparse_rows` brings a dense result to this form; `run_columns`
+    always returns it, and `_result` lists every person × year again, as interp.run does.
+    """
 
     layers: tuple[str, ...]
     payments: Arr  # m × L fen
@@ -99,8 +105,34 @@ def run_columns(graph: Graph, cols: Columns, options: interp.Options = interp.Op
     from policy_lang import kernel
 
     if kernel.available() and kernel.supports(graph, options):
-        return kernel.run_columns(graph, cols, options)
-    return _Engine(graph, cols, options).run()
+        return sparse_rows(kernel.run_columns(graph, cols, options))
+    return sparse_rows(_Engine(graph, cols, options).run())
+
+
+def sparse_rows(result: VectorResult) -> VectorResult:
+    """`result` with only its person-year rows that have some non-zero value (VectorResult's rule).
+
+    Takes dense or already sparse rows and gives the same answer; returns `result` itself when no row goes."""
+    keep = _nonzero_rows(result)
+    if keep.all():
+        return result
+    return attrs.evolve(
+        result, py_person=result.py_person[keep], py_year=result.py_year[keep],
+        py_payments=result.py_payments[keep], py_out_of_pocket=result.py_out_of_pocket[keep],
+        py_total_cost=result.py_total_cost[keep], py_eligible_cost=result.py_eligible_cost[keep],
+        alerts=result.alerts[keep], subsidies=result.subsidies[keep], subsidy_given=result.subsidy_given[keep])
+
+
+def _nonzero_rows(r: VectorResult) -> Arr:
+    keep: Arr = (r.py_out_of_pocket != 0) | (r.py_total_cost != 0) | (r.py_eligible_cost != 0)
+    for matrix in (r.py_payments, r.alerts, r.subsidies, r.subsidy_given):
+        keep |= (matrix != 0).any(axis=1)
+    return keep
+
+
+def considered_years(cols: Columns, options: interp.Options = interp.Options()) -> Arr:
+    """The years a run over `cols` considers, ascending: its claims' years, or the --as-of year if none."""
+    return _years(cols, options)
 
 
 def run(graph: Graph, data: Dataset, options: interp.Options = interp.Options()) -> interp.Result:
@@ -202,12 +234,12 @@ class _Field:
 
 def _compare(f: _Field, op: str, value: object) -> Arr:
     if f.vocab is not None:
-        table = np.array([bool(_CMP[op](v, value)) for v in f.vocab] + [False], dtype=bool)
+        table = np.array([bool(COMPARISONS[op](v, value)) for v in f.vocab] + [False], dtype=bool)
         return table[f.values]
     if isinstance(value, str):  # a number never equals text
         out = np.full(len(f.values), op == "!=", dtype=bool)
     else:
-        out = np.asarray(_CMP[op](f.values, value), dtype=bool)
+        out = np.asarray(COMPARISONS[op](f.values, value), dtype=bool)
     return out if f.missing is None else out & ~f.missing
 
 
@@ -406,7 +438,19 @@ class _YearFrame:
         return self._holds[identity]
 
 
-_Frame = _ClaimFrame | _YearFrame
+class _Frame(Protocol):
+    """What predicates read: fields, disease sets and identities held over n rows (claims, person-years, or
+    the kernel's persons and representative claims)."""
+
+    n: int
+
+    def field(self, name: str) -> _Field: ...
+
+    def has(self, field: str, disease: str) -> Arr: ...
+
+    def nonempty(self, field: str) -> Arr: ...
+
+    def holds(self, identity: str) -> Arr: ...
 
 
 def _id_rank(ids: Arr | None, m: int) -> Arr:
@@ -509,7 +553,7 @@ class _Preds:
             case PSelected(identities):
                 return np.isin(dyn.sel, [self.idents[i] for i in identities if i in self.idents])
             case PAdmission(op, value):
-                return (dyn.adm > 0) & _CMP[op](dyn.adm, value)  # type: ignore[no-any-return]
+                return (dyn.adm > 0) & COMPARISONS[op](dyn.adm, value)  # type: ignore[no-any-return]
         raise AssertionError(pred)  # pragma: no cover
 
 
@@ -1363,18 +1407,25 @@ def _has_prev(value: object) -> bool:
 
 # ---- records ----------------------------------------------------------------------------------------------------
 def _result(graph: Graph, data: Dataset, vr: VectorResult, options: interp.Options) -> interp.Result:
+    """interp's Result: every person × year (persons in input order, years ascending), absent rows as zeros."""
     claims = tuple(
         interp.ClaimResult(c.claim_id, c.person_id, c.date, tuple(int(x) for x in vr.payments[i]),
                            int(vr.out_of_pocket[i]))
         for i, c in enumerate(data.claims))
+    row = {(int(p), int(y)): j for j, (p, y) in enumerate(zip(vr.py_person, vr.py_year, strict=True))}
+    zeros, years = (0,) * len(vr.layers), interp._years(data, options)
     persons = []
-    for j in range(len(vr.py_person)):
-        year = int(vr.py_year[j])
-        epoch = graph.epoch_at(options.as_of or datetime.date(year, 12, 31))
-        alerts = tuple(a.id for a in epoch.alerts if vr.alerts[j, vr.alert_ids.index(a.id)])
-        subsidies = tuple((s.id, int(vr.subsidies[j, vr.subsidy_ids.index(s.id)])) for s in epoch.subsidies
-                          if vr.subsidy_given[j, vr.subsidy_ids.index(s.id)])
-        persons.append(interp.PersonYear(
-            data.persons[int(vr.py_person[j])].person_id, year, tuple(int(x) for x in vr.py_payments[j]),
-            int(vr.py_out_of_pocket[j]), int(vr.py_total_cost[j]), int(vr.py_eligible_cost[j]), alerts, subsidies))
+    for i, person in enumerate(data.persons):
+        for year in years:
+            j = row.get((i, year))
+            if j is None:
+                persons.append(interp.PersonYear(person.person_id, year, zeros, 0, 0, 0, (), ()))
+                continue
+            epoch = graph.epoch_at(options.as_of or datetime.date(year, 12, 31))
+            alerts = tuple(a.id for a in epoch.alerts if vr.alerts[j, vr.alert_ids.index(a.id)])
+            subsidies = tuple((s.id, int(vr.subsidies[j, vr.subsidy_ids.index(s.id)])) for s in epoch.subsidies
+                              if vr.subsidy_given[j, vr.subsidy_ids.index(s.id)])
+            persons.append(interp.PersonYear(
+                person.person_id, year, tuple(int(x) for x in vr.py_payments[j]), int(vr.py_out_of_pocket[j]),
+                int(vr.py_total_cost[j]), int(vr.py_eligible_cost[j]), alerts, subsidies))
     return interp.Result(vr.layers, claims, tuple(persons))

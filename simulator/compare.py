@@ -6,8 +6,9 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from policy_lang import interp
 from policy_lang.columns import Columns
-from policy_lang.vector import VectorResult
+from policy_lang.vector import VectorResult, considered_years
 from simulator.metrics import group_name, person_groups
 
 TOP = 10
@@ -58,22 +59,35 @@ def _top(changes: list[Change]) -> list[Change]:
     return sorted(changes, key=lambda c: (-abs(c.delta), c.person_id))[:TOP]
 
 
-def compare_chunk(cols: Columns, new: VectorResult, old: VectorResult, year: int) -> Comparison:
-    """Person-years of `year` in both results (the same claims, so the same rows in the same order)."""
-    rows = new.py_year == year
-    assert np.array_equal(new.py_person, old.py_person) and np.array_equal(new.py_year, old.py_year)
-    person = new.py_person[rows]
-    new_oop = new.py_out_of_pocket[rows]
-    old_oop = old.py_out_of_pocket[rows]
+def compare_chunk(cols: Columns, new: VectorResult, old: VectorResult, year: int,
+                  options: interp.Options = interp.Options()) -> Comparison:
+    """Person-years of `year` in either result (rows are sparse: one absent from a result is all zeros).
+
+    `options` are the evaluation's: they fix whether the run considers `year` at all, and so whether every
+    group of the chunk is listed (with or without movers) as it was with one row per person-year."""
+    person, new_oop, old_oop = _aligned(new, old, year)
     delta = new_oop - old_oop
-    groups = person_groups(cols)[person]
+    everyone = person_groups(cols)
+    groups = everyone[person]
+    considered = bool(np.isin(year, considered_years(cols, options)))
     out = Comparison()
     out.total = _movers(delta)
-    for code in np.unique(groups):
+    for code in np.unique(everyone if considered else groups):
         sel = groups == code
         out.by_group[group_name(int(code))] = _movers(delta[sel])
     out.biggest = _biggest(cols, person, groups, old_oop, new_oop, delta)
     return out
+
+
+def _aligned(new: VectorResult, old: VectorResult, year: int) -> tuple[npt.NDArray[np.int64], ...]:
+    """The persons with a row of `year` in either result (ascending) and their out-of-pocket in each."""
+    in_new, in_old = new.py_year == year, old.py_year == year
+    new_person, old_person = new.py_person[in_new], old.py_person[in_old]
+    person = np.union1d(new_person, old_person).astype(np.int64)
+    new_oop, old_oop = np.zeros(len(person), np.int64), np.zeros(len(person), np.int64)
+    new_oop[np.searchsorted(person, new_person)] = new.py_out_of_pocket[in_new]
+    old_oop[np.searchsorted(person, old_person)] = old.py_out_of_pocket[in_old]
+    return person, new_oop, old_oop
 
 
 def _movers(delta: npt.NDArray[np.int64]) -> Movers:

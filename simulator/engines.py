@@ -57,6 +57,7 @@ def _claims(cols: Columns, pids: list[str]) -> tuple[Claim, ...]:
 
 
 def _by_interp(graph: Graph, cols: Columns, options: interp.Options) -> vector.VectorResult:
+    """interp.run's Result as a VectorResult, with the vector engine's sparse person-year rows."""
     result = interp.run(graph, to_dataset(cols), options)
     n_layers = len(result.layers)
     payments = _matrix([list(c.payments) for c in result.claims], n_layers, np.int64)
@@ -66,7 +67,7 @@ def _by_interp(graph: Graph, cols: Columns, options: interp.Options) -> vector.V
     subsidy_ids = tuple(dict.fromkeys(s.id for e in graph.epochs for s in e.subsidies))
     alerts = _matrix([[a in py.alerts for a in alert_ids] for py in years], len(alert_ids), bool)
     given = [dict(py.subsidies) for py in years]
-    return vector.VectorResult(
+    return vector.sparse_rows(vector.VectorResult(
         layers=result.layers, payments=payments,
         out_of_pocket=np.array([c.out_of_pocket for c in result.claims], np.int64),
         py_person=np.array([index[py.person_id] for py in years], np.int64),
@@ -77,7 +78,7 @@ def _by_interp(graph: Graph, cols: Columns, options: interp.Options) -> vector.V
         py_eligible_cost=np.array([py.eligible_cost for py in years], np.int64),
         alert_ids=alert_ids, alerts=alerts, subsidy_ids=subsidy_ids,
         subsidies=_matrix([[g.get(s, 0) for s in subsidy_ids] for g in given], len(subsidy_ids), np.int64),
-        subsidy_given=_matrix([[s in g for s in subsidy_ids] for g in given], len(subsidy_ids), bool))
+        subsidy_given=_matrix([[s in g for s in subsidy_ids] for g in given], len(subsidy_ids), bool)))
 
 
 def _matrix(rows: list[list[Any]], width: int, dtype: Any) -> npt.NDArray[Any]:

@@ -23,6 +23,8 @@ GROUP_ORDER: tuple[str, ...] = (
 )
 NO_GROUP = "none"
 CATASTROPHIC_FEN: tuple[int, ...] = (500_000, 2_000_000, 5_000_000)  # 5000 / 20000 / 50000 yuan a year
+# Person-year rows are sparse (an absent one is all zeros), so a threshold must be above 0 to count right.
+assert min(CATASTROPHIC_FEN) > 0
 INPATIENT = KINDS.index("inpatient")
 
 
@@ -121,7 +123,10 @@ def group_name(code: int) -> str:
 
 
 def chunk_stats(graph: Graph, cols: Columns, result: VectorResult, year: int) -> Stats:
-    """Aggregate one evaluated chunk (persons without claims count as persons with zero cost)."""
+    """Aggregate one evaluated chunk (persons without claims count as persons with zero cost).
+
+    The result's person-year rows are sparse: an absent one adds 0 to every sum, is no claimant (total 0)
+    and reaches no catastrophic threshold; persons are counted from `cols`, never from the rows."""
     layers = result.layers
     stats = Stats(layers, {layer.id: layer.fund for layer in graph.layers})
     p = cols.persons
