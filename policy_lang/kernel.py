@@ -1,23 +1,28 @@
-"""Fused kernel: Graph + Columns -> VectorResult in one Numba pass over the sorted claims, equal to interp's.
+"""Fused kernel: Graph + Columns -> VectorResult in compiled passes over blocks of claims, equal to interp's.
 
 vector.run_columns uses it when Numba is importable and `supports(graph, options)`; it hands an input back
 to the NumPy engine (vector._Engine) when that engine must answer (see `evaluate`).
 
-1. Order. An LSD radix sort (11-bit digits, a few O(m) passes) of person × 2^k + day orders the claims by
-   (person, date); runs of equal (person, date) are then ordered by claim id (integer ids by value, text ids
-   as text, as vector.py does). One pass gathers what the loop reads into that order.
-2. Precompute. Everything a claim's step reads that does not depend on the sequential state is a function
-   of a few discrete facts about the claim: its epoch, hospital level, whether it is an inpatient claim, the
-   truth of every predicate leaf the policy tests (evaluated column-wise with vector.py's `_Preds`), and
-   which identities it holds on its date and by the end of its year. Claims are grouped by those facts into
-   *combinations* (usually a few dozen to a few hundred); the programs are evaluated once per combination,
-   selected identity schedule and admission-number class (vector.py's `_Env`) into small parameter tables.
-   A deductible reading previous_deductible p is kept as min(max(a ± p, lo), hi) per row (`_Form`).
-3. One `@njit` pass over the person-years doing interp's `_step` arithmetic in int64: exact payments in
-   fen × 10⁶ with the cumulative kept as whole fen plus remainders (as vector.py's `_round_cumulative`),
-   caps as paid-so-far, shared caps claim by claim, `best` candidates each run in full and the largest total
-   kept (tie: first declared). Payments are written in sorted order and scattered back in one tight pass.
+1. Facts. A claim's parameters depend on a few discrete facts: its epoch, hospital level, whether it is an
+   inpatient claim, the truth of every predicate leaf the policy tests, and which identities it holds on its
+   date and by the end of its year. They are packed into one int64 *word* per claim (`_Facts`): leaves that
+   read only claim data are evaluated column-wise over the claims (vector.py's `_Preds`), leaves that read
+   only person data over each block's persons, identities held from the grants as the kernel walks persons.
+2. Blocks. One counting pass and one stable scatter (a share of the input per thread) partition the claims
+   into blocks of about BLOCK_CLAIMS claims over ranges of persons. Each block is then sorted on its own by
+   (person, date) with an LSD radix sort, ties by claim id (integer ids by value, text ids as text, as
+   vector.py does), and its words are numbered through a small hash table.
+3. Tables. The distinct words of all blocks are the *combinations* (usually a few dozen to a few hundred); the
+   programs are evaluated once per combination, selected identity schedule and admission-number class
+   (vector.py's `_Env`) into small parameter tables. A deductible reading previous_deductible p is kept as
+   min(max(a ± p, lo), hi) per row (`_Form`).
+4. Loop. One `@njit` pass per block over its person-years doing interp's `_step` arithmetic in int64: exact
+   payments in fen × 10⁶ with the cumulative kept as whole fen plus remainders (as vector.py's
+   `_round_cumulative`), caps as paid-so-far, shared caps claim by claim, `best` candidates each run in full
+   and the largest total kept (tie: first declared). Payments go back to the claims' input rows; person-year
+   rows are written for the person-years with claims (and those with an alert or subsidy).
 
+Blocks run on `threads()` threads (the compiled steps release the GIL); a block's arrays stay in the cache.
 Shapes the kernel does not handle make `supports` return False (the NumPy engine runs). Numba compiles once
 per process and caches the machine code on disk (cache=True). TIMINGS holds the phases of the last run.
 """
@@ -27,7 +32,8 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -47,7 +53,11 @@ from policy_lang.graph import (
     Op,
     PAdmission,
     PAnd,
+    PCompare,
+    PHas,
     PHolds,
+    PIn,
+    PNonEmpty,
     PNot,
     POr,
     Pred,
@@ -86,7 +96,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 NO_PRICING, FLAT, TIERED, UNIT = 0, 1, 2, 3
 NO_CAP = np.iinfo(np.int64).max  # a per-claim limit that never binds
 MAX_LAYERS = 62  # sets of layers (columns, schedules) are int64 bit masks
-KEY_SPACE = 1 << 22  # combination keys are renumbered densely before they outgrow this
 TABLE_ROWS = 1 << 20  # parameter rows always allowed (beyond: 2 per claim), else the NumPy engine runs
 _ADM, _PREV, _UHI, _ULO, _ROUNDED, _PAID = range(6)  # per-layer running state of one pass
 NONNEG = (1 << 63) - 1  # `index & NONNEG` tells the compiler an index is not negative: no wraparound code
@@ -95,8 +104,14 @@ HANDOVER: dict[str, str] = {}  # "reason": why the last evaluation was handed to
 
 
 def _jit(fn: F) -> F:
-    """numba.njit(cache=True), typed for mypy; the plain function when numba is missing."""
-    return fn if _njit is None else cast(F, _njit(cache=True)(fn))
+    """numba.njit(cache=True, nogil=True) (blocks run in threads), typed for mypy; the plain function when numba
+    is missing."""
+    return fn if _njit is None else cast(F, _njit(cache=True, nogil=True)(fn))
+
+
+def _inline(fn: F) -> F:
+    """_jit, inlined into its callers by Numba (the call itself costs more than these small steps)."""
+    return fn if _njit is None else cast(F, _njit(cache=True, nogil=True, inline="always")(fn))
 
 
 def available() -> bool:
@@ -192,23 +207,26 @@ def _prev_form(value: Val, below: Program[Any] | None) -> bool | None:
 
 # ---- combinations of a claim's static facts ----------------------------------------------------------------
 class _Rows(vector._ClaimFrame):
-    """Claim fields over chosen rows of the input (all in sorted order, or one per combination): vector's
-    claim frame on any rows (every method _Preds uses is its own; the sorted frame's constructor is not run).
-    `person` and `day` of the rows may be given when already at hand."""
+    """Claim fields over chosen rows of the input (None: every claim, in input order; or one claim per
+    combination): vector's claim frame on any rows (every method _Preds uses is its own; the sorted frame's
+    constructor is not run). Identities held come from the grants sorted by person (`_Grants`)."""
 
-    def __init__(self, cols: Columns, rows: Arr, person: Arr | None = None, day: Arr | None = None):
+    def __init__(self, cols: Columns, rows: Arr | None, grants: _Grants):
         c = cols.claims
-        self.cols, self.rows = cols, rows
-        self.n = len(rows)
-        self.person = self._own(c.person) if person is None else person
-        self.day = self._own(c.day) if day is None else day
+        self.cols, self.rows, self.grants = cols, rows, grants
+        self.n = c.m if rows is None else len(rows)
+        self.person = self._own(c.person)
+        self.day = self._own(c.day)
         self.idents = {name: i for i, name in enumerate(cols.identity_names)}
         self.diseases = {name: i for i, name in enumerate(cols.disease_names)}
         self._fields: dict[str, _Field] = {}
         self._since: dict[int, Arr] = {}
 
     def _own(self, values: Arr) -> Arr:
-        return values[self.rows]
+        return values if self.rows is None else values[self.rows]
+
+    def _pick(self, f: _Field) -> _Field:
+        return f if self.rows is None else vector._take(f, self.rows)
 
     def _of_person(self, f: _Field) -> _Field:
         return vector._take(_lean(f), self.person)
@@ -222,12 +240,12 @@ class _Rows(vector._ClaimFrame):
         # interp's field_value order: claim fields, person fields, claim columns, person columns
         own = vector._claim_field(self.cols, "level" if name == "hospital_level" else name)
         if own is not None:
-            return vector._take(own, self.rows)
+            return self._pick(own)
         person = vector._person_field(self.cols, name)
         if person is not None:
             return self._of_person(person)
         if name in self.cols.claims.extra:
-            return vector._take(_lean(vector._extra_field(self.cols.claims.extra[name])), self.rows)
+            return self._pick(_lean(vector._extra_field(self.cols.claims.extra[name])))
         if name in self.cols.persons.extra:
             return self._of_person(vector._extra_field(self.cols.persons.extra[name]))
         return _Field(np.zeros(self.n, dtype=np.int64), np.ones(self.n, dtype=bool))
@@ -269,23 +287,60 @@ class _Rows(vector._ClaimFrame):
         return self._own(mask)
 
     def since(self, identity: str) -> Arr:
-        """Per person: the earliest day the identity (data name) is held from (int32 max: never)."""
+        """Per row: the earliest day its person holds the identity (data name) from (int32 max: never)."""
         code = self.idents.get(identity, -1)
         if code not in self._since:
-            p = self.cols.persons
-            first = np.full(p.n, np.iinfo(np.int32).max, dtype=np.int32)
-            ok = p.grant_identity == code
-            np.minimum.at(first, p.grant_person[ok], p.grant_since[ok])
-            self._since[code] = first
+            g = self.grants
+            self._since[code] = _since_rows(g.person, g.code, g.since, np.asarray(self.person, dtype=np.int64), code)
         return self._since[code]
 
     def holds(self, identity: str) -> Arr:
         """Held on the claim's date."""
-        return self.since(identity)[self.person] <= self.day
+        return self.since(identity) <= self.day
 
     def held_by(self, identity: str, day: Arr) -> Arr:
         """Held on or before `day` (one day per row)."""
-        return self.since(identity)[self.person] <= day
+        return self.since(identity) <= day
+
+
+class _PersonFrame:
+    """Person fields over the persons [low, high): the frame of the predicate leaves that read only person data
+    (their truth is a bit of each person's word, read by the kernel at the claim's person)."""
+
+    level: Arr | None = None
+
+    def __init__(self, cols: Columns, low: int, high: int):
+        self.cols, self.low, self.high, self.n = cols, low, high, high - low
+        self.diseases = {name: i for i, name in enumerate(cols.disease_names)}
+
+    def field(self, name: str) -> _Field:
+        f = vector._person_field(self.cols, name)
+        if f is None:
+            f = vector._extra_field(self.cols.persons.extra[name])
+        low, high = self.low, self.high
+        return _Field(f.values[low:high], None if f.missing is None else f.missing[low:high], f.vocab)
+
+    def has(self, field: str, disease: str) -> Arr:
+        assert field == "chronic"
+        certified = np.zeros(self.n, dtype=bool)
+        code = self.diseases.get(disease)
+        if code is not None:
+            p = self.cols.persons
+            certified[self._mine(p.chronic_person[p.chronic_disease == code])] = True
+        return certified
+
+    def nonempty(self, field: str) -> Arr:
+        assert field == "chronic"
+        out = np.zeros(self.n, dtype=bool)
+        out[self._mine(self.cols.persons.chronic_person)] = True
+        return out
+
+    def holds(self, identity: str) -> Arr:
+        """Never asked: held identities are bits of the word the kernel tests from the grants (`_Facts`)."""
+        raise AssertionError(f"person-only leaves do not test identities held ({identity})")  # pragma: no cover
+
+    def _mine(self, persons: Arr) -> Arr:
+        return persons[(persons >= self.low) & (persons < self.high)] - self.low
 
 
 def _lean(f: _Field) -> _Field:
@@ -338,77 +393,131 @@ def _has_best(graph: Graph) -> bool:
                for e in graph.epochs for v in e.layers)
 
 
-class _Keys:
-    """Builds one dense int32 key per claim from parts (code, cardinality), renumbering as it grows."""
+def _leaves_of(graph: Graph) -> tuple[list[Pred], list[str]]:
+    """The predicate leaves a claim's parameters depend on (with every identity some schedule maps), and the
+    mapped identities whose holding by the year's end matters (`best` candidates; none without `best`)."""
+    atoms = list(dict.fromkeys(leaf for p in _preds_of(graph) for leaf in _leaves(p)))
+    atoms += [h for raw in _mapped_raw(graph) if (h := PHolds(frozenset({raw}))) not in atoms]
+    return atoms, _mapped_raw(graph) if _has_best(graph) else []
 
-    def __init__(self, m: int):
-        self.key = np.zeros(m, dtype=np.int32)
-        self.space = 1
 
-    def add(self, code: Arr, card: int) -> None:
-        if card <= 1 or (code.dtype == bool and (code.all() or not code.any())):  # a constant part
-            return
-        if self.space * card > KEY_SPACE:
-            self._dense()
-        if self.space * card >= 1 << 31:  # (only with very many distinct claims)
-            self.key = self.key.astype(np.int64)
-        self.key *= card
-        self.key += code.astype(np.int32, copy=False)
-        self.space *= card
+_PERSON_FIELDS = frozenset({*vector._PERSON_VOCAB, "region", "age", "retired", "resettled"})  # as vector._person_field
 
-    def _dense(self) -> None:
-        present = np.zeros(self.space, dtype=bool)
-        present[self.key] = True
-        remap = (np.cumsum(present) - 1).astype(self.key.dtype)
-        self.key = remap[self.key]
-        self.space = int(remap[-1]) + 1 if len(remap) else 1
 
-    def finish(self) -> tuple[Arr, Arr]:
-        """(combination of each row, one representative row per combination)."""
-        self._dense()
-        reps = np.zeros(self.space, dtype=np.int64)
-        reps[self.key] = np.arange(len(self.key))
-        return self.key.astype(np.int32, copy=False), reps
+def _source(atom: Pred, cols: Columns) -> str:
+    """Where a leaf's truth comes from: "hold" (identities held), "person" (person data only), else "claim"."""
+    match atom:
+        case PHolds():
+            return "hold"
+        case PCompare(field=field) | PIn(field=field):
+            name = "level" if field == "hospital_level" else field
+            if name in vector._CLAIM_VOCAB or name in vector._CLAIM_PLAIN or field in cols.claims.extra:
+                return "claim"
+            return "person" if field in _PERSON_FIELDS or field in cols.persons.extra else "claim"
+        case PHas(field=field) | PNonEmpty(field=field):
+            return "person" if field == "chronic" else "claim"
+    return "claim"  # pragma: no cover - leaves are the kinds above
+
+
+class _Grants(NamedTuple):
+    """The identity grants sorted by person (the kernel walks them person by person)."""
+
+    person: Arr  # int64
+    code: Arr  # int64: data identity
+    since: Arr  # int64 day number (NO_DATE: held all along)
+
+    @staticmethod
+    def of(cols: Columns) -> _Grants:
+        p = cols.persons
+        person = np.asarray(p.grant_person, dtype=np.int64)
+        code, since = np.asarray(p.grant_identity, dtype=np.int64), np.asarray(p.grant_since, dtype=np.int64)
+        if len(person) > 1 and bool(np.any(person[1:] < person[:-1])):
+            order = np.argsort(person, kind="stable")
+            person, code, since = person[order], code[order], since[order]
+        return _Grants(person, code, since)
+
+
+class _Facts(NamedTuple):
+    """How the kernel assembles a claim's combination word (int64) from its static facts, low bits first: epoch,
+    hospital level − low, inpatient, the claim-only leaves (`claim_word`, column-wise over the claims), the
+    person-only leaves (per block over its persons, read at the claim's person), then one bit per
+    identity test (a leaf `holds`, or a mapped identity held by the year's end)."""
+
+    claim_word: Arr  # m (input order); empty without claim-only leaves
+    person_leaves: tuple[Pred, ...]  # evaluated per block over its persons (`_person_word`)
+    hold_mask: Arr  # H × data identities (int64 0/1): the identities each test counts
+    hold_ye: Arr  # H int64: 1 = held by Dec 31 of the claim's year, 0 = on the claim's date
+    layout: Arr  # L_* below
+    epoch_starts: Arr  # day numbers where epochs 1, 2 … start
+
+
+L_LEVEL_LOW, L_LEVEL_BITS, L_EPOCH_BITS, L_CLAIM_BITS, L_PERSON_BITS, L_AS_OF = range(6)  # of _Facts.layout
+WORD_BITS = 63
+
+
+def _facts(graph: Graph, cols: Columns, options: interp.Options, atoms: list[Pred], ye_raw: list[str],
+           grants: _Grants) -> _Facts | None:
+    """The word layout of these claims, or None when the facts need more than 63 bits."""
+    c = cols.claims
+    kinds = [_source(atom, cols) for atom in atoms]
+    names = cols.identity_names
+    holds = [[name in a.identities for name in names] for a, k in zip(atoms, kinds, strict=True)
+             if k == "hold" and isinstance(a, PHolds)]
+    holds += [[name == raw for name in names] for raw in ye_raw]
+    n_claim, n_person = kinds.count("claim"), kinds.count("person")
+    low, high = int(c.level.min()), int(c.level.max())
+    level_bits, epoch_bits = (high - low).bit_length(), (len(graph.epochs) - 1).bit_length()
+    if level_bits + epoch_bits + 1 + n_claim + n_person + len(holds) > WORD_BITS:
+        return None
+    idents = {name: i for i, name in enumerate(names)}
+    claim_word = _packed(_Preds(_Rows(cols, None, grants), idents), [a for a, k in zip(atoms, kinds, strict=True)
+                                                                      if k == "claim"], c.m)
+    as_of = -1 if options.as_of is None else graph.epochs.index(graph.epoch_at(options.as_of))
+    starts = [day_number(e.start) for e in graph.epochs[1:] if e.start is not None]
+    return _Facts(
+        claim_word, tuple(a for a, k in zip(atoms, kinds, strict=True) if k == "person"),
+        np.array(holds, dtype=np.int64).reshape(len(holds), len(names)),
+        np.array([0] * (len(holds) - len(ye_raw)) + [1] * len(ye_raw), dtype=np.int64),
+        np.array([low, level_bits, epoch_bits, n_claim, n_person, as_of], dtype=np.int64),
+        np.array(starts, dtype=np.int64))
+
+
+def _person_word(cols: Columns, facts: _Facts, low: int, high: int) -> Arr:
+    """The person-only leaves of the persons [low, high), packed."""
+    return _packed(_Preds(_PersonFrame(cols, low, high), {}), list(facts.person_leaves), high - low)
+
+
+def _packed(preds: _Preds, atoms: list[Pred], n: int) -> Arr:
+    """Leaf k's truth as bit k of one integer per row: int8 for up to 7 leaves (empty without leaves), else int64
+    (two shapes, so the compiled steps have few variants)."""
+    dtype = np.int8 if len(atoms) <= 7 else np.int64
+    word = np.zeros(n if atoms else 0, dtype=dtype)
+    for bit, atom in enumerate(atoms):
+        np.bitwise_or(word, np.left_shift(preds.static(atom).astype(dtype), bit, dtype=dtype), out=word)
+        preds.cache.clear()
+    return word
 
 
 # ---- precompute: parameter tables per (combination, selected identity, admission class) ------------------
 class _Ctx:
-    """What the tables are built from: the graph, the claims (sorted, as `frame` and `order`), their
-    combinations and a representative claim of each."""
+    """What the tables are built from: the graph and one representative claim of each combination."""
 
-    def __init__(self, graph: Graph, cols: Columns, options: interp.Options, frame: _Rows, epoch: Arr,
-                 year_end: Arr | None):
+    def __init__(self, graph: Graph, cols: Columns, options: interp.Options, atoms: list[Pred], ye_raw: list[str],
+                 grants: _Grants, reps: Arr, year_start: Arr):
         self.graph, self.cols, self.options = graph, cols, options
         self.idents = {name: i for i, name in enumerate(cols.identity_names)}
         for name in graph.identities:  # schedule identities absent from the data are never held
             self.idents.setdefault(name, len(self.idents))
-        self.atoms = list(dict.fromkeys(leaf for p in _preds_of(graph) for leaf in _leaves(p)))
-        self.atoms += [h for raw in _mapped_raw(graph) if (h := PHolds(frozenset({raw}))) not in self.atoms]
-        self.ye_raw = _mapped_raw(graph) if year_end is not None else []
-        self.combo, reps = self._combine(frame, epoch, year_end)
+        self.atoms, self.ye_raw = atoms, ye_raw
         self.n_combos = len(reps)
-        self.rep = _Rows(cols, frame.rows[reps])
+        self.rep = _Rows(cols, reps, grants)
         self.preds = _Preds(self.rep, self.idents)
-        self.epoch = epoch[reps].astype(np.int64)
-        self.level = cols.claims.level[self.rep.rows].astype(np.int64)
-        self.inpatient = (cols.claims.kind[self.rep.rows] == INPATIENT).astype(np.int64)
-        self.rep_year_end = None if year_end is None else year_end[reps]
-
-    def _combine(self, frame: _Rows, epoch: Arr, year_end: Arr | None) -> tuple[Arr, Arr]:
-        keys = _Keys(frame.n)
-        keys.add(epoch, len(self.graph.epochs))
-        level = frame._own(self.cols.claims.level)
-        low, high = int(level.min()), int(level.max())
-        keys.add(level.astype(np.int64) - low, high - low + 1)
-        keys.add(frame._own(self.cols.claims.kind) == INPATIENT, 2)
-        preds = _Preds(frame, self.idents)
-        for atom in self.atoms:
-            keys.add(preds.static(atom), 2)
-            preds.cache.clear()
-        for raw in self.ye_raw:
-            assert year_end is not None
-            keys.add(frame.held_by(raw, year_end), 2)
-        return keys.finish()
+        day = np.asarray(cols.claims.day[reps], dtype=np.int64)
+        self.epoch = _claim_epochs(graph, day, options).astype(np.int64)
+        self.level = cols.claims.level[reps].astype(np.int64)
+        self.inpatient = (cols.claims.kind[reps] == INPATIENT).astype(np.int64)
+        year = np.searchsorted(year_start, day, side="right") - 1
+        self.rep_year_end = _year_ends(year_start)[year] if ye_raw else None
 
     def static(self, pred: Pred) -> Arr:
         """A predicate per combination, with no identity selected and no admission (scopes, filters)."""
@@ -695,21 +804,27 @@ class _Tables(NamedTuple):
 
 
 class _ClaimData(NamedTuple):
-    """The claims in (person, date, claim id) order: the hot loop reads them in sequence."""
+    """One block's claims in (person, date, claim id) order (views of the partitioned columns)."""
 
-    order: Arr  # m: input row of each sorted position
-    person: Arr  # m
-    year: Arr  # m: index of the claim's year among those with claims
-    combo: Arr  # m
+    idx: Arr  # input row
+    key: Arr  # (person − p_low) << day_bits | (day − day_low)
+    p_low: int
+    day_low: int
+    day_bits: int
+    cid: Arr  # the block's own number of the claim's combination
     eligible: Arr
     total: Arr
-    numbers: Arr  # K × m
+    remap: Arr  # block number -> combination
+    year_start: Arr  # Jan 1 of each year with claims
+    numbers: Arr  # K × m, input order
 
 
 class _Outputs(NamedTuple):
-    sorted_payments: Arr  # m × L, sorted order
-    py_years: int  # person-year rows per person
-    py_payments: Arr  # k × L
+    payments: Arr  # m × L, input order (every block writes its own rows)
+    out_of_pocket: Arr  # m
+    py_person: Arr  # the block's person-years: person, year (index), payments by layer, costs, alert burdens
+    py_year: Arr
+    py_payments: Arr
     py_total: Arr
     py_eligible: Arr
     py_oop: Arr
@@ -836,48 +951,45 @@ def _build_tables(ctx: _Ctx, numbers: dict[str, int], years: Arr) -> tuple[_Tabl
 # ---- the Numba kernel ---------------------------------------------------------------------------------------
 # The hot loop lives in one function, with the tables unpacked into local arrays once: arrays passed through
 # calls, or read out of the tuples, on every claim cost Numba a reference-count update each time.
-RADIX_BITS = 11  # digits of the radix sort: 2048 buckets, whose counts stay in the L1 cache
+RADIX_BITS = 14  # widest digit of the radix sort: at most 16384 buckets, whose counts stay in the L2 cache
+NEVER = (1 << 31) - 1  # the `since` of an identity never held (after every day number)
 
 
 @_jit
-def _sort_claims(person: Arr, day: Arr, rank: Arr, day_low: int, shift: int, n: int) -> tuple[Arr, Arr]:
-    """Claims by (person, day, rank), stably: an LSD radix sort of person << shift | day (a few O(m) passes),
-    then runs of equal (person, day) ordered by rank. Returns (input row per position, sorted keys)."""
-    m = person.shape[0]
-    key = np.empty(m, np.int64)
-    order = np.empty(m, np.int64)
-    for c in range(m):
-        key[c] = (np.int64(person[c]) << shift) | (day[c] - day_low)
-        order[c] = c
-    bits = shift + 1
-    while (1 << bits) < (max(n, 1) << shift):
-        bits += 1
-    passes = (bits + RADIX_BITS - 1) // RADIX_BITS
-    mask = (1 << RADIX_BITS) - 1
+def _sort_keys(key: Arr, rank: Arr, idx: Arr, bits: int) -> Arr:
+    """Sorts keys of `bits` bits in place, stably, by an LSD radix sort (a few O(m) passes), then runs of equal
+    keys (same person and day) by rank[idx[row]] (read only for those). Returns the row at each position."""
+    m = key.shape[0]
+    order = np.arange(m)
+    passes = max(1, (bits + RADIX_BITS - 1) // RADIX_BITS)
+    width = (bits + passes - 1) // passes
+    mask = (1 << width) - 1
     counts = np.zeros((passes, mask + 2), np.int64)
     for c in range(m):
         for d in range(passes):
-            counts[d, ((key[c] >> (d * RADIX_BITS)) & mask) + 1] += 1
-    key2, order2 = np.empty(m, np.int64), np.empty(m, np.int64)
+            counts[d, ((key[c] >> (d * width)) & mask) + 1] += 1
+    src, dst, src_order, dst_order = key, np.empty(m, np.int64), order, np.empty(m, np.int64)
     for d in range(passes):
         for v in range(mask + 1):
             counts[d, v + 1] += counts[d, v]
-        low_bit = d * RADIX_BITS
+        low_bit = d * width
         for i in range(m):
-            k = key[i]
+            k = src[i]
             slot = counts[d, (k >> low_bit) & mask]
             counts[d, (k >> low_bit) & mask] = slot + 1
-            key2[slot], order2[slot] = k, order[i]
-        key, key2 = key2, key
-        order, order2 = order2, order
-    _order_ties(key, order, rank)
-    return order, key
+            dst[slot], dst_order[slot] = k, src_order[i]
+        src, dst = dst, src
+        src_order, dst_order = dst_order, src_order
+    if passes % 2:
+        key[:] = src  # the sorted keys end in the caller's array
+    _order_ties(key, src_order, rank, idx)
+    return src_order
 
 
 @_jit
-def _order_ties(key: Arr, order: Arr, rank: Arr) -> None:
-    """Within runs of equal keys (same person and day), a stable sort by rank: insertion for the usual few
-    claims, a merge sort for long runs."""
+def _order_ties(key: Arr, order: Arr, rank: Arr, idx: Arr) -> None:
+    """Within runs of equal keys (same person and day), a stable sort by rank[idx[row]]: insertion for the usual
+    few claims, a merge sort for long runs."""
     a = 0
     m = key.shape[0]
     while a < m:
@@ -886,12 +998,12 @@ def _order_ties(key: Arr, order: Arr, rank: Arr) -> None:
             b += 1
         if b - a > 32:
             run = order[a:b].copy()
-            order[a:b] = run[np.argsort(rank[run], kind="mergesort")]
-        else:
+            order[a:b] = run[np.argsort(rank[idx[run]], kind="mergesort")]
+        elif b - a > 1:
             for i in range(a + 1, b):
                 c = order[i]
                 j = i - 1
-                while j >= a and rank[order[j]] > rank[c]:
+                while j >= a and rank[idx[order[j]]] > rank[idx[c]]:
                     order[j + 1] = order[j]
                     j -= 1
                 order[j + 1] = c
@@ -899,28 +1011,158 @@ def _order_ties(key: Arr, order: Arr, rank: Arr) -> None:
 
 
 @_jit
-def _gather(order: Arr, key: Arr, shift: int, day_low: int, year_start: Arr, eligible: Arr,
-            total: Arr) -> tuple[Arr, Arr, Arr, Arr, Arr]:
-    """Person, day, year (index) and costs of the claims in sorted order (one tight pass)."""
-    m = order.shape[0]
-    person, day, year = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
-    s_eligible = np.empty(m, np.int64)
-    s_total = s_eligible if total is eligible else np.empty(m, np.int64)  # one column for both (anchor)
-    last, low_mask = year_start.shape[0] - 1, (np.int64(1) << shift) - 1
-    for i in range(m):
-        c = order[i]
-        person[i] = key[i] >> shift
-        day[i] = (key[i] & low_mask) + day_low
-        y = last
-        while y > 0 and year_start[y] > day[i]:
-            y -= 1
-        year[i] = y
-        s_eligible[i] = eligible[c]
-        s_total[i] = total[c]
-    return person, day, year, s_eligible, s_total
+def _since_rows(g_person: Arr, g_code: Arr, g_since: Arr, person: Arr, code: int) -> Arr:
+    """Per row: the earliest day its person holds identity `code` from (grants sorted by person), else NEVER."""
+    out = np.full(person.shape[0], NEVER, np.int64)
+    for i in range(person.shape[0]):
+        j = np.searchsorted(g_person, person[i])
+        while j < g_person.shape[0] and g_person[j] == person[i]:
+            if g_code[j] == code:
+                out[i] = min(out[i], g_since[j])
+            j += 1
+    return out
+
+
+# ---- blocks: claims partitioned by ranges of persons, each sorted and evaluated on its own -------------------
+@_jit
+def _bucket_counts(person: Arr, a: int, e: int, shift: int, n_buckets: int) -> Arr:
+    """Claims of input rows [a, e) per person range (person >> shift)."""
+    counts = np.zeros(n_buckets, np.int64)
+    for c in range(a, e):
+        counts[person[c] >> shift] += 1
+    return counts
 
 
 @_jit
+def _partition(a: int, e: int, shift: int, block_of: Arr, pos: Arr, p_low: Arr, day_low: int, day_bits: int,
+               person: Arr, day: Arr, eligible: Arr, total: Arr, level: Arr, kind: Arr, claim_word: Arr, layout: Arr,
+               epoch_starts: Arr, idx: Arr, b_key: Arr, b_eligible: Arr, b_total: Arr, b_word: Arr) -> None:
+    """Input rows [a, e) into their blocks, stably (pos[b]: the next free position of block b): their row, sort key
+    (person − the block's first) << day_bits | (day − day_low), costs (`b_total` empty: not copied) and the claim's
+    own part of its word (epoch, level, inpatient, claim-only leaves), all read here in input order."""
+    with_total = b_total.shape[0] > 0
+    level_low, level_bits, epoch_bits = layout[L_LEVEL_LOW], layout[L_LEVEL_BITS], layout[L_EPOCH_BITS]
+    as_of, claim_at = layout[L_AS_OF], layout[L_EPOCH_BITS] + layout[L_LEVEL_BITS] + 1
+    for c in range(a, e):
+        b = block_of[person[c] >> shift]
+        k = pos[b]
+        pos[b] = k + 1
+        idx[k], b_eligible[k] = c, eligible[c]
+        b_key[k] = (np.int64(person[c] - p_low[b]) << day_bits) | (day[c] - day_low)
+        if with_total:
+            b_total[k] = total[c]
+        ep = as_of
+        if ep < 0:
+            ep = 0
+            while ep < epoch_starts.shape[0] and epoch_starts[ep] <= day[c]:
+                ep += 1
+        word = ep | ((np.int64(level[c]) - level_low) << epoch_bits) | (np.int64(kind[c] == INPATIENT)
+                                                                        << (epoch_bits + level_bits))
+        if claim_word.shape[0]:
+            word |= np.int64(claim_word[c]) << claim_at
+        b_word[k] = word
+
+
+@_jit
+def _permute(values: Arr, a: int, order: Arr) -> None:
+    """values[a:a + len(order)] reordered: position i takes what was at a + order[i]."""
+    if values.shape[0]:
+        run = values[a:a + order.shape[0]].copy()
+        for i in range(order.shape[0]):
+            values[a + i] = run[order[i]]
+
+
+@_jit
+def _prepare_block(a: int, e: int, p_low: int, key_bits: int, day_low: int, day_bits: int, idx: Arr, key: Arr,
+                   eligible: Arr, total: Arr, word: Arr, rank: Arr, person_word: Arr, g_person: Arr, g_code: Arr,
+                   g_since: Arr, hold_mask: Arr, hold_ye: Arr, layout: Arr, year_start: Arr, year_end: Arr,
+                   ) -> tuple[Arr, Arr, int]:
+    """Sort a block's claims by (person, date, claim id) in place, complete their combination words (person-only
+    leaves, `person_word` from p_low on; identities held) and number them locally: word[i] = local number; returns
+    the distinct words (in local numbering), a claim (input row) of each, and the block's person-years."""
+    order = _sort_keys(key[a:e], rank, idx[a:e], key_bits)
+    _permute(idx, a, order)
+    _permute(eligible, a, order)
+    _permute(total, a, order)
+    _permute(word, a, order)
+    day_mask = (np.int64(1) << day_bits) - 1
+    person_at = layout[L_EPOCH_BITS] + layout[L_LEVEL_BITS] + 1 + layout[L_CLAIM_BITS]
+    hold_at = person_at + layout[L_PERSON_BITS]
+    n_hold = hold_mask.shape[0]
+    since = np.empty(n_hold, np.int64)
+    size = 64  # open addressing: word -> local number, at most half full
+    slots, slot_ids = np.full(size, -1, np.int64), np.zeros(size, np.int64)
+    words, reps = np.empty(16, np.int64), np.empty(16, np.int64)
+    count, n_py, g = 0, 0, np.searchsorted(g_person, p_low)
+    last_person, last_year = -1, -1
+    for i in range(a, e):
+        p, d = p_low + (key[i] >> day_bits), day_low + (key[i] & day_mask)
+        y = year_start.shape[0] - 1
+        while y > 0 and year_start[y] > d:
+            y -= 1
+        if p != last_person:  # the person's identity tests, from the grants
+            while g < g_person.shape[0] and g_person[g] < p:
+                g += 1
+            for h in range(n_hold):
+                since[h] = NEVER
+            j = g
+            while j < g_person.shape[0] and g_person[j] == p:
+                for h in range(n_hold):
+                    if hold_mask[h, g_code[j]]:
+                        since[h] = min(since[h], g_since[j])
+                j += 1
+        if p != last_person or y != last_year:
+            n_py += 1
+        last_person, last_year = p, y
+        w = word[i]
+        if person_word.shape[0]:
+            w |= np.int64(person_word[p - p_low]) << person_at
+        for h in range(n_hold):
+            if since[h] <= (year_end[y] if hold_ye[h] else d):
+                w |= np.int64(1) << (hold_at + h)
+        s = _hash(w, size)
+        while slots[s] != -1 and slots[s] != w:
+            s = (s + 1) & (size - 1)
+        if slots[s] == -1:
+            if count == words.shape[0]:
+                words, reps = _grown(words), _grown(reps)
+            slots[s], slot_ids[s], words[count], reps[count] = w, count, w, idx[i]
+            count += 1
+            if 2 * count > size:
+                size *= 2
+                slots, slot_ids = _rehashed(words, count, size)
+            word[i] = count - 1
+        else:
+            word[i] = slot_ids[s]
+    return words[:count].copy(), reps[:count].copy(), n_py
+
+
+@_jit
+def _hash(word: int, size: int) -> int:
+    """A slot of an open-addressing table of `size` (a power of two) for a word (Fibonacci hashing)."""
+    h = np.uint64(word) * np.uint64(0x9E3779B97F4A7C15)
+    return int(h >> np.uint64(32)) & (size - 1)
+
+
+@_jit
+def _grown(values: Arr) -> Arr:
+    out = np.empty(2 * values.shape[0], values.dtype)
+    out[:values.shape[0]] = values
+    return out
+
+
+@_jit
+def _rehashed(words: Arr, count: int, size: int) -> tuple[Arr, Arr]:
+    slots, slot_ids = np.full(size, -1, np.int64), np.zeros(size, np.int64)
+    for k in range(count):
+        s = _hash(words[k], size)
+        while slots[s] != -1:
+            s = (s + 1) & (size - 1)
+        slots[s], slot_ids[s] = words[k], k
+    return slots, slot_ids
+
+
+@_inline
 def _row(offset: int, n_sel: int, n_adm: int, adm_reps: Arr, combo: int, sel: int, adm: int) -> int:
     """The parameter row of a claim's combination, selected slot and admission number."""
     cls = 0
@@ -978,19 +1220,28 @@ def _member(values: Arr, n: int, value: int) -> bool:
 
 @_jit
 def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
-    """interp's evaluation of every person-year (claims sorted); True when some claim needs what the tables
-    could not give (an unspecified parameter, a unit payment beyond int64): the caller then falls back.
+    """interp's evaluation of every person-year of a block (claims sorted); True when some claim needs what the
+    tables could not give (an unspecified parameter, a unit payment beyond int64): the caller then falls back.
 
     A person-year's layers run in *stages*: consecutive steps evaluated claim by claim together, each layer
     (lane) with its own running state. That equals interp's layer after layer, as a layer's step reads only
     its own state and the earlier layers' payments on the same claim. A layer choosing among several `best`
     schedules is a stage of its own, run once per candidate; a stage holds at most one shared-cap block."""
     # (fields are read out of the tuples once: inside the loop each read would cost a reference count)
-    _order, person, year, combo_of, eligible, total, numbers = cl
+    idx, key, p_low, day_low, day_bits, cid, eligible, total, remap, year_start, numbers = cl
     (combo, lc, layer_info, adm_reps, le, spec, block, rows, tier_specs, tier_items, n_keys, n_pools, alert_year,
      alert_layers, alert_where) = tb
-    pay, n_years, py_payments, py_total, py_eligible, py_oop, burden = out  # pay: zeros, nothing paid yet
-    n_layers, width, m = pay.shape[1], max(pay.shape[1], 1), person.shape[0]
+    payments, out_of_pocket, py_person, py_year, py_payments, py_total, py_eligible, py_oop, burden = out
+    n_layers, width, m = payments.shape[1], max(payments.shape[1], 1), key.shape[0]
+    person, year, combo_of = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    day_mask = (np.int64(1) << day_bits) - 1
+    for i in range(m):
+        day = day_low + (key[i] & day_mask)
+        y = year_start.shape[0] - 1
+        while y > 0 and year_start[y] > day:
+            y -= 1
+        person[i], year[i], combo_of[i] = p_low + (key[i] >> day_bits), y, remap[cid[i]]
+    pay = np.zeros((m, n_layers), np.int64)  # the block's payments, sorted order
     longest, a = 1, 0
     for i in range(1, m + 1):
         if i == m or person[i] != person[a] or year[i] != year[a]:
@@ -1009,7 +1260,7 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
         for ep in range(le.shape[1]):
             static = static and le[j, ep, E_BLOCK_LEN] == 0 and le[j, ep, E_PREC] != 2
     failed = False
-    a = 0
+    a, n_py = 0, 0
     while a < m:  # person-years: runs of sorted claims
         p, yi = person[a], year[a]
         e = a + 1
@@ -1054,17 +1305,18 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
                                     state[k, _ADM] += 1
                                 ep = combo[c, C_EPOCH] & NONNEG
                                 subtract, before, extra = le[own, ep, E_BASE_FROM], 0, 0
-                                for j in range(n_layers):
-                                    if j < own:
-                                        before += pay[i, j]
-                                    if (subtract >> j) & 1:
-                                        extra -= pay[i, j]
+                                for j in range(own):
+                                    before += pay[i, j]
+                                if subtract:
+                                    for j in range(n_layers):
+                                        if (subtract >> j) & 1:
+                                            extra -= pay[i, j]
                                 added = le[own, ep, E_BASE_PLUS]
                                 plus = 0
                                 if added:
                                     for j in range(numbers.shape[0]):
                                         if (added >> j) & 1:
-                                            plus += numbers[j, i]
+                                            plus += numbers[j, idx[i]]
                                 base = max(0, min(max(0, eligible[i] + extra) + plus, total[i] - before))
                                 nominal = max(0, min(max(rows[r, R_DED_A] + rows[r, R_DED_S] * state[k, _PREV],
                                                          rows[r, R_DED_LO]), rows[r, R_DED_HI]))
@@ -1080,7 +1332,7 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
                                 if kind == FLAT:
                                     exact = rows[r, R_RATE] * payable
                                     if rows[r, R_BONUS_COL] >= 0:
-                                        exact += rows[r, R_BONUS_RATE] * min(payable, numbers[rows[r, R_BONUS_COL], i])
+                                        exact += rows[r, R_BONUS_RATE] * min(payable, numbers[rows[r, R_BONUS_COL], idx[i]])
                                 elif kind == TIERED:
                                     t = rows[r, R_TIER] & NONNEG
                                     if tier_specs[t, 0] == 0:  # on the payable amount
@@ -1095,7 +1347,7 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
                                         if span > 0:
                                             exact += tier_items[q, 2] * span
                                 else:
-                                    units = min(payable, numbers[rows[r, R_UNIT_COL], i] * rows[r, R_AMOUNT])
+                                    units = min(payable, numbers[rows[r, R_UNIT_COL], idx[i]] * rows[r, R_AMOUNT])
                                     failed = failed or units <= -FEN_LIMIT or units >= FEN_LIMIT
                                     exact = units * RATE_ONE
                                 exact = min(exact, rows[r, R_CAP_CLAIM])
@@ -1123,10 +1375,13 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
             if n_runs > 1:
                 for i in range(a, e):
                     pay[i, lane[0, 0]] = cand[best, i - a]
-        _commit(total, eligible, pay, py_payments, py_total, py_eligible, py_oop, p * n_years + yi, a, e)
+        py_person[n_py], py_year[n_py] = p, yi
+        _commit(total, eligible, pay, py_payments, py_total, py_eligible, py_oop, n_py, a, e)
         if alert_year.shape[0]:
-            _burdens(combo_of, total, alert_year, alert_layers, alert_where, burden, p * n_years + yi, yi, a, e, pay)
+            _burdens(combo_of, total, alert_year, alert_layers, alert_where, burden, n_py, yi, a, e, pay)
+        n_py += 1
         a = e
+    _scatter(idx, pay, total, payments, out_of_pocket)
     return failed
 
 
@@ -1165,15 +1420,15 @@ def _stage(combo_of: Arr, combo: Arr, lc: Arr, le: Arr, spec: Arr, block: Arr, a
     return n_lanes, 1, layer, done
 
 
-@_jit
-def _commit(total_cost: Arr, eligible_cost: Arr, payments: Arr, py_payments: Arr, py_total: Arr, py_eligible: Arr,
+@_inline
+def _commit(total_cost: Arr, eligible_cost: Arr, pay: Arr, py_payments: Arr, py_total: Arr, py_eligible: Arr,
             py_oop: Arr, py: int, a: int, e: int) -> None:
     """A person-year's own row: its payments by layer and its costs."""
     paid = 0
-    for layer in range(payments.shape[1]):
-        own = payments[a, layer]
+    for layer in range(pay.shape[1]):
+        own = pay[a, layer]
         for i in range(a + 1, e):
-            own += payments[i, layer]
+            own += pay[i, layer]
         py_payments[py, layer] = own
         paid += own
     total, eligible = total_cost[a], eligible_cost[a]
@@ -1186,14 +1441,14 @@ def _commit(total_cost: Arr, eligible_cost: Arr, payments: Arr, py_payments: Arr
 
 
 @_jit
-def _scatter(order: Arr, sorted_payments: Arr, total_cost: Arr, payments: Arr, out_of_pocket: Arr) -> None:
-    """Claims' payments back into input order (one tight pass: the random writes overlap)."""
-    for i in range(order.shape[0]):
-        c = order[i]
+def _scatter(idx: Arr, pay: Arr, total_cost: Arr, payments: Arr, out_of_pocket: Arr) -> None:
+    """A block's payments into their input rows (one tight pass: the random writes overlap)."""
+    for i in range(idx.shape[0]):
+        c = idx[i]
         own = 0
-        for layer in range(payments.shape[1]):
-            payments[c, layer] = sorted_payments[i, layer]
-            own += sorted_payments[i, layer]
+        for layer in range(pay.shape[1]):
+            payments[c, layer] = pay[i, layer]
+            own += pay[i, layer]
         out_of_pocket[c] = total_cost[i] - own
 
 
@@ -1279,6 +1534,29 @@ class _YearLevel:
 
 
 # ---- driving -------------------------------------------------------------------------------------------------
+BLOCK_CLAIMS = 1 << 16  # claims per block: each is sorted and evaluated within the L2 cache, blocks spread on threads
+BUCKET_BITS = 16  # the partition's person ranges (at most 2^16), merged into blocks of about BLOCK_CLAIMS claims
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def threads() -> int:
+    """Threads for the kernel's blocks: POLC_THREADS when set (>= 1), else the CPUs this process may use."""
+    setting = os.environ.get("POLC_THREADS", "")
+    if setting.isdigit() and int(setting) >= 1:
+        return int(setting)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _each(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """fn over items, on the kernel's threads when there are several (the compiled steps release the GIL)."""
+    n = min(threads(), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(fn, items))
+
+
 def run_columns(graph: Graph, cols: Columns, options: interp.Options = interp.Options()) -> VectorResult:
     """vector.run_columns' contract, by the kernel; the NumPy engine for what the kernel hands over."""
     result = evaluate(graph, cols, options)
@@ -1300,65 +1578,157 @@ def evaluate(graph: Graph, cols: Columns, options: interp.Options = interp.Optio
         return _hand_over(reason)
     clock = _Clock()
     years, year_start = _years(cols.claims.day)
-    claims, day = _sorted(cols, year_start)
-    clock.lap("sort")
-    frame = _Rows(cols, claims.order, claims.person, day)
-    year_end = _year_ends(year_start)[claims.year] if _has_best(graph) else None
-    ctx = _Ctx(graph, cols, options, frame, _claim_epochs(graph, day, options), year_end)
-    del day, year_end
-    clock.lap("combinations")
-    if _table_rows(graph, ctx) > max(TABLE_ROWS, 2 * cols.claims.m):
-        return _hand_over("too many combinations of claim facts for parameter tables")
-    names = _numbers_of(graph)
-    tables, instances = _build_tables(ctx, {name: i for i, name in enumerate(names)}, years)
-    claims = claims._replace(combo=ctx.combo, numbers=np.stack([frame.number(name) for name in names]) if names
-                             else np.zeros((0, cols.claims.m), dtype=np.int64))
-    del frame
-    if _unit_overflow(tables, claims.numbers):
-        return _hand_over("unit payments may leave int64")
-    clock.lap("tables")
-    out = _outputs(cols.claims.m, cols.persons.n, len(years), len(graph.layers), len(instances))
-    if _evaluate(claims, tables, out):
-        return _hand_over("a claim needs an unspecified parameter, or a unit payment leaves int64")
-    clock.lap("loop")
-    order, total, idents = claims.order, claims.total, ctx.idents
-    del claims, ctx  # (what the outputs do not need is freed before they are allocated)
-    payments = np.empty((cols.claims.m, len(graph.layers)), np.int64)
-    out_of_pocket = np.empty(cols.claims.m, np.int64)
-    _scatter(order, out.sorted_payments, total, payments, out_of_pocket)
-    del order, total
-    out = out._replace(sorted_payments=np.zeros((0, 0), np.int64))
-    result = _result(graph, cols, options, years, idents, out, payments, out_of_pocket, instances)
+    atoms, ye_raw = _leaves_of(graph)
+    grants = _Grants.of(cols)
+    facts = _facts(graph, cols, options, atoms, ye_raw, grants)
+    if facts is None:
+        return _hand_over(f"the claims' facts need more than {WORD_BITS} bits")
+    clock.lap("facts")
+    done = _in_blocks(graph, cols, options, (atoms, ye_raw), grants, facts, years, year_start, clock)
+    if isinstance(done, str):
+        return _hand_over(done)
+    result = _result(graph, cols, options, years, *done)
     clock.lap("outputs")
     return result if result is not None else _hand_over("an alert or subsidy needs an unspecified parameter")
+
+
+def _in_blocks(graph: Graph, cols: Columns, options: interp.Options, leaves: tuple[list[Pred], list[str]],
+               grants: _Grants, facts: _Facts, years: Arr, year_start: Arr,
+               clock: _Clock) -> tuple[dict[str, int], _Outputs, list[tuple[int, int, int]]] | str:
+    """Partition, sort and number combinations per block, build the tables, evaluate per block: (identities, the
+    outputs with every person-year row, alert instances), or why the NumPy engine must answer."""
+    claims = _Claims.of(cols, year_start)
+    blocks = _partitioned(cols, facts, claims)
+    which = blocks.nonempty()
+    prepared = _each(lambda b: _prepared(cols, claims, facts, grants, blocks, b), which)
+    clock.lap("sort")
+    _words, first, inverse = np.unique(np.concatenate([w for w, _r, _k in prepared]), return_index=True,
+                                       return_inverse=True)
+    ctx = _Ctx(graph, cols, options, *leaves, grants, np.concatenate([r for _w, r, _k in prepared])[first],
+               year_start)
+    if _table_rows(graph, ctx) > max(TABLE_ROWS, 2 * cols.claims.m):
+        return "too many combinations of claim facts for parameter tables"
+    names = _numbers_of(graph)
+    tables, instances = _build_tables(ctx, {name: i for i, name in enumerate(names)}, years)
+    everyone = _Rows(cols, None, grants)
+    numbers = (np.stack([everyone.number(name) for name in names]) if names
+               else np.zeros((0, cols.claims.m), dtype=np.int64))
+    if _unit_overflow(tables, numbers):
+        return "unit payments may leave int64"
+    remaps = np.split(inverse.reshape(-1).astype(np.int64), np.cumsum([len(w) for w, _r, _k in prepared])[:-1])
+    clock.lap("tables")
+    out = _outputs(cols.claims.m, len(graph.layers), sum(k for _w, _r, k in prepared), len(instances))
+    first_py = np.cumsum([0, *(k for _w, _r, k in prepared)])
+    failed = _each(lambda j: _evaluated(claims, blocks, which[j], remaps[j], numbers, tables,
+                                        _rows_of(out, int(first_py[j]), int(first_py[j + 1]))), range(len(which)))
+    if any(failed):
+        return "a claim needs an unspecified parameter, or a unit payment leaves int64"
+    clock.lap("loop")
+    return ctx.idents, out, instances
+
+
+def _outputs(m: int, n_layers: int, n_py: int, n_alerts: int) -> _Outputs:
+    """The outputs of every block: claims' payments (input order), person-year rows (blocks in person order)."""
+    return _Outputs(np.empty((m, n_layers), np.int64), np.empty(m, np.int64), np.empty(n_py, np.int64),
+                    np.empty(n_py, np.int64), np.empty((n_py, n_layers), np.int64), np.empty(n_py, np.int64),
+                    np.empty(n_py, np.int64), np.empty(n_py, np.int64),
+                    np.zeros((n_py if n_alerts else 0, n_alerts), np.int64))
+
+
+def _rows_of(out: _Outputs, a: int, e: int) -> _Outputs:
+    """A block's view of the outputs: every claim, its own person-year rows [a, e)."""
+    return out._replace(**{name: getattr(out, name)[a:e] for name in _Outputs._fields[2:]})
+
+
+class _Blocks(NamedTuple):
+    """The claims partitioned into blocks of whole persons: each block's claims contiguous, blocks by person."""
+
+    start: Arr  # B + 1 positions
+    p_low: Arr  # B: the block's first person
+    p_span: Arr  # B: persons in its range
+    idx: Arr  # m: the input row at each position
+    key: Arr  # m: (person − p_low) << day_bits | (day − day_low)
+    eligible: Arr
+    total: Arr  # empty when total_cost is the eligible_cost column itself
+    word: Arr  # the claim's own part of its combination word, completed, then the block's number of the word
+
+    def nonempty(self) -> list[int]:
+        return [int(b) for b in np.flatnonzero(np.diff(self.start) > 0)]
+
+
+def _partitioned(cols: Columns, facts: _Facts, claims: _Claims) -> _Blocks:
+    """Claims into blocks of about BLOCK_CLAIMS claims over ranges of persons (one counting pass and one stable
+    scatter, each over a share of the input per thread)."""
+    c, n = cols.claims, cols.persons.n
+    person, day = np.asarray(c.person, dtype=np.int32), np.asarray(c.day, dtype=np.int32)
+    eligible = np.asarray(c.eligible_cost, dtype=np.int64)
+    total = eligible if c.total_cost is c.eligible_cost else np.asarray(c.total_cost, dtype=np.int64)
+    shift = max(0, (n - 1).bit_length() - BUCKET_BITS)
+    n_buckets = ((n - 1) >> shift) + 1
+    edges = np.linspace(0, c.m, min(threads(), c.m) + 1).astype(np.int64)
+    shares = [(int(a), int(e)) for a, e in pairwise(edges)]
+    counts = np.stack(_each(lambda r: _bucket_counts(person, r[0], r[1], shift, n_buckets), shares))
+    per_bucket = counts.sum(axis=0)
+    cut = (np.cumsum(per_bucket) - per_bucket) // BLOCK_CLAIMS
+    block_of = np.concatenate([[0], np.cumsum(np.diff(cut) > 0)]).astype(np.int64)
+    first = np.flatnonzero(np.concatenate([[True], np.diff(block_of) > 0]))  # each block's first bucket
+    per_share = np.add.reduceat(counts, first, axis=1)  # shares × blocks
+    start = np.concatenate([[0], np.cumsum(per_share.sum(axis=0))]).astype(np.int64)
+    pos = start[:-1] + np.cumsum(per_share, axis=0) - per_share  # where each share's claims of a block go
+    p_low = (first << shift).astype(np.int64)
+    blocks = _Blocks(start, p_low, np.diff(np.append(p_low, n)), np.empty(c.m, np.int64), np.empty(c.m, np.int64),
+                     np.empty(c.m, np.int64), np.empty(0 if total is eligible else c.m, np.int64),
+                     np.empty(c.m, np.int64))
+    level, kind = np.asarray(c.level, dtype=np.int8), np.asarray(c.kind, dtype=np.int8)
+    _each(lambda k: _partition(*shares[k], shift, block_of, pos[k], p_low, claims.day_low, claims.day_bits, person,
+                               day, eligible, total, level, kind, facts.claim_word, facts.layout, facts.epoch_starts,
+                               *blocks[3:]), range(len(shares)))
+    return blocks
+
+
+class _Claims(NamedTuple):
+    """What every block reads: claim id order (by input row), days and years."""
+
+    rank: Arr  # claim id order
+    day_low: int
+    day_bits: int
+    year_start: Arr
+    year_end: Arr
+
+    @staticmethod
+    def of(cols: Columns, year_start: Arr) -> _Claims:
+        c = cols.claims
+        day_low = int(c.day.min())
+        return _Claims(_rank(c.claim_id, c.m), day_low, max(1, int(c.day.max()) - day_low).bit_length(), year_start,
+                       _year_ends(year_start))
+
+
+def _prepared(cols: Columns, claims: _Claims, facts: _Facts, grants: _Grants, blocks: _Blocks,
+              b: int) -> tuple[Arr, Arr, int]:
+    """Block b sorted and its claims' combinations numbered: (its words, a claim of each, its person-years)."""
+    a, e = int(blocks.start[b]), int(blocks.start[b + 1])
+    p_low, p_span = int(blocks.p_low[b]), int(blocks.p_span[b])
+    key_bits = claims.day_bits + max(1, (p_span - 1).bit_length())
+    return _prepare_block(a, e, p_low, key_bits, claims.day_low, claims.day_bits, blocks.idx, blocks.key,
+                          blocks.eligible, blocks.total, blocks.word, claims.rank,
+                          _person_word(cols, facts, p_low, p_low + p_span), grants.person, grants.code, grants.since,
+                          facts.hold_mask, facts.hold_ye, facts.layout, claims.year_start, claims.year_end)
+
+
+def _evaluated(claims: _Claims, blocks: _Blocks, b: int, remap: Arr, numbers: Arr, tables: _Tables,
+               out: _Outputs) -> bool:
+    """Block b evaluated into `out` (its claims' input rows, its person-year rows); whether it failed."""
+    a, e = int(blocks.start[b]), int(blocks.start[b + 1])
+    total = blocks.eligible if not len(blocks.total) else blocks.total
+    data = _ClaimData(blocks.idx[a:e], blocks.key[a:e], int(blocks.p_low[b]), claims.day_low, claims.day_bits,
+                      blocks.word[a:e], blocks.eligible[a:e], total[a:e], remap, claims.year_start, numbers)
+    return bool(_evaluate(data, tables, out))
 
 
 def _table_rows(graph: Graph, ctx: _Ctx) -> int:
     """How many parameter rows the tables would have (combinations × selected slots × admission classes)."""
     builder = _Builder(ctx, {})
     return ctx.n_combos * sum(p.n_sel * p.n_adm for p in map(builder.plan, range(len(graph.layers))))
-
-
-def _sorted(cols: Columns, year_start: Arr) -> tuple[_ClaimData, Arr]:
-    """The claims in (person, date, claim id) order (combinations and numbers still to fill), and their days."""
-    c = cols.claims
-    day = np.asarray(c.day, dtype=np.int32)
-    day_low = int(day.min())
-    shift = max(1, int(day.max()) - day_low).bit_length()
-    order, key = _sort_claims(np.asarray(c.person, dtype=np.int32), day, _rank(c.claim_id, c.m), day_low, shift,
-                              cols.persons.n)
-    eligible = np.asarray(c.eligible_cost, dtype=np.int64)
-    total = eligible if c.total_cost is c.eligible_cost else np.asarray(c.total_cost, dtype=np.int64)
-    person, day, year, s_eligible, s_total = _gather(order, key, shift, day_low, year_start, eligible, total)
-    return _ClaimData(order, person, year, np.zeros(0, np.int32), s_eligible, s_total, np.zeros((0, 0))), day
-
-
-def _outputs(m: int, n: int, n_years: int, n_layers: int, n_alerts: int) -> _Outputs:
-    """Zeroed outputs of the loop (k = n × n_years person-year rows)."""
-    k = n * n_years
-    return _Outputs(np.zeros((m, n_layers), np.int64), n_years, np.zeros((k, n_layers), np.int64),
-                    np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64),
-                    np.zeros((k if n_alerts else 0, n_alerts), np.int64))
 
 
 def _hand_over(reason: str) -> VectorResult | None:
@@ -1381,31 +1751,39 @@ class _Clock:
 
 
 def _result(graph: Graph, cols: Columns, options: interp.Options, years: Arr, idents: dict[str, int],
-            out: _Outputs, payments: Arr, out_of_pocket: Arr,
-            instances: list[tuple[int, int, int]]) -> VectorResult | None:
-    n = cols.persons.n
+            py: _Outputs, instances: list[tuple[int, int, int]]) -> VectorResult | None:
+    """The result: person-year rows for those with claims, and for those with an alert or a subsidy."""
+    n_years = len(years)
+    key = py.py_person * n_years + py.py_year  # ascending: blocks by person, claims by person and date
     epochs = _year_epochs(graph, years, options)
     alert_ids: tuple[str, ...] = ()
     subsidy_ids: tuple[str, ...] = ()
-    alerts = np.zeros((n * len(years), 0), dtype=bool)
-    subsidies, given = np.zeros((n * len(years), 0), dtype=np.int64), np.zeros((n * len(years), 0), dtype=bool)
+    alerts = np.zeros((len(key), 0), dtype=bool)
+    subsidies, given = np.zeros((len(key), 0), dtype=np.int64), np.zeros((len(key), 0), dtype=bool)
+    rows = [py.py_payments, py.py_oop, py.py_total, py.py_eligible]
     if any(e.alerts or e.subsidies for e in epochs):
         year = _YearLevel(graph, cols, years, options, idents)
-        alert_ids, alerts = year.alerts(out.burden, instances)
+        burden = np.zeros((cols.persons.n * n_years, len(instances)), np.int64)
+        if instances:
+            burden[key] = py.burden
+        alert_ids, alerts = year.alerts(burden, instances)
         subsidy_ids, subsidies, given = year.subsidies()
         if year.failed:
             return None
-    return VectorResult(
-        tuple(layer.id for layer in graph.layers), payments, out_of_pocket, *_py_keys(n, years), out.py_payments,
-        out.py_oop, out.py_total, out.py_eligible, alert_ids, alerts, subsidy_ids, subsidies, given)
+        present = np.union1d(key, np.flatnonzero(alerts.any(axis=1) | given.any(axis=1)))
+        rows = [_spread(values, np.searchsorted(present, key), len(present)) for values in rows]
+        key, alerts, subsidies, given = present, alerts[present], subsidies[present], given[present]
+    payments, oop, total, eligible = rows
+    return VectorResult(tuple(layer.id for layer in graph.layers), py.payments, py.out_of_pocket, key // n_years,
+                        years[key % n_years], payments, oop, total, eligible, alert_ids, alerts, subsidy_ids,
+                        subsidies, given)
 
 
-def _py_keys(n: int, years: Arr) -> tuple[Arr, Arr]:
-    """The person and year of each person-year row (persons in order, years ascending), as vector.py's; with one
-    year, the year column is a read-only broadcast of it (no memory)."""
-    if len(years) == 1:
-        return np.arange(n, dtype=np.int64), np.broadcast_to(years[:1], (n,))
-    return np.repeat(np.arange(n, dtype=np.int64), len(years)), np.tile(years, n)
+def _spread(values: Arr, at: Arr, n: int) -> Arr:
+    """values placed at rows `at` of n rows (zeros elsewhere)."""
+    out = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+    out[at] = values
+    return out
 
 
 def _years(day: Arr) -> tuple[Arr, Arr]:

@@ -161,7 +161,7 @@ def evaluate_chunk(plan: Plan, cols: Columns) -> ChunkResult:
         return stats, None, None
     old = evaluate(plan.baseline, cols, plan.options, engine)
     base = metrics.chunk_stats(plan.baseline, cols, old, plan.year)
-    return stats, base, compare.compare_chunk(cols, new, old, plan.year)
+    return stats, base, compare.compare_chunk(cols, new, old, plan.year, plan.options)
 
 
 def _generate(plan: Plan, block: int) -> Columns:
@@ -183,7 +183,9 @@ def _dispatch(plan: Plan, tasks: Iterator[_Task], progress: Progress | None) -> 
             if progress:
                 progress(1)
         return out
-    with ProcessPoolExecutor(max_workers=plan.workers, mp_context=_context()) as pool:
+    share = str(max(1, cpu_count() // plan.workers))  # the kernel's threads in each worker: the CPUs shared out
+    with ProcessPoolExecutor(max_workers=plan.workers, mp_context=_context(), initializer=_worker_threads,
+                             initargs=(share,)) as pool:
         out = []
         window: deque[Future[ChunkResult]] = deque()
         for task in tasks:  # at most two chunks per worker in flight: a stored population is never all in memory
@@ -193,6 +195,11 @@ def _dispatch(plan: Plan, tasks: Iterator[_Task], progress: Progress | None) -> 
         while window:
             out.append(_take(window, progress))
         return out
+
+
+def _worker_threads(threads: str) -> None:
+    """In a worker process: how many threads the vector evaluator's kernel uses (policy_lang.kernel.threads)."""
+    os.environ["POLC_THREADS"] = threads
 
 
 def _take(window: deque[Future[ChunkResult]], progress: Progress | None) -> ChunkResult:
