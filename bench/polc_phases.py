@@ -1,11 +1,14 @@
 """Where polc's vector evaluator spends time and memory on the anchor v2 workload, phase by phase.
 
-    python bench/polc_phases.py --n 5000000 [--work bench/.work]       (prints one JSON document)
+    python bench/polc_phases.py --n 5000000 [--work bench/.work] [--numpy]      (prints one JSON document)
 
-Wraps the vector evaluator's internal steps (policy_lang/vector.py, private names: a step that no longer
-exists is skipped) with wall-clock timers — no profiler overhead — and times one evaluation after a warm-up
-run. Times are inclusive (a step's time contains the steps it calls). Then, in the same process, one more
-evaluation under tracemalloc records the traced (NumPy) memory when each top-level step starts and its peak.
+The fused kernel (policy_lang/kernel.py, what `vector.run_columns` runs): its own phase timers (kernel.TIMINGS),
+median of 5 evaluations after a warm-up, on every thread and on one (POLC_THREADS=1), and the process's
+resident memory at the end of each phase.
+
+--numpy: also the NumPy engine (POLC_KERNEL=0): its internal steps (policy_lang/vector.py, private names: a
+step that no longer exists is skipped) wrapped with wall-clock timers (inclusive), then one more evaluation
+under tracemalloc recording the traced memory when each top-level step starts and its peak.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import collections
 import functools
 import gc
 import json
+import os
+import statistics
 import sys
 import time
 import tracemalloc
@@ -57,21 +62,74 @@ def _unpatch(undo: list[tuple[Any, str, Any]]) -> None:
         setattr(owner, name, f)
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def kernel_phases(graph: Any, cols: Any) -> dict[str, Any]:
+    """kernel.TIMINGS (median of 5) on every thread and on one, and the resident memory after each phase."""
+    from policy_lang import kernel as K
+    from policy_lang import vector as V
+
+    def median_phases(threads: str | None) -> dict[str, float]:
+        saved = os.environ.pop("POLC_THREADS", None)
+        if threads is not None:
+            os.environ["POLC_THREADS"] = threads
+        runs = []
+        for _ in range(5):
+            gc.collect()
+            V.run_columns(graph, cols)
+            runs.append(dict(K.TIMINGS))
+        os.environ.pop("POLC_THREADS", None)
+        if saved is not None:
+            os.environ["POLC_THREADS"] = saved
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+    V.run_columns(graph, cols)  # warm-up
+    every, one = median_phases(None), median_phases("1")
+    rss: dict[str, int] = {}
+    lap = K._Clock.lap
+
+    def noted(clock: Any, name: str) -> None:
+        lap(clock, name)
+        rss[name] = _rss()
+
+    K._Clock.lap = noted  # type: ignore[method-assign]
+    gc.collect()
+    before = _rss()
+    V.run_columns(graph, cols)
+    K._Clock.lap = lap  # type: ignore[method-assign]
+    return {"threads": K.threads(), "rss_before": before,
+            "phases": [{"phase": k, "s": every[k], "s_1thread": one[k], "rss": rss.get(k)} for k in every],
+            "total_s": sum(every.values()), "total_1thread_s": sum(one.values())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--work", default=str(HERE / ".work"))
+    ap.add_argument("--numpy", action="store_true", help="also profile the NumPy engine (POLC_KERNEL=0)")
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import polc_anchor as PA
 
     C = PA._anchor(Path(a.work))
-    from policy_lang import vector as V
-
     d = C.load(a.n)
     built, _, _ = PA.build_policy()
     cols = PA.to_columns(d)
-    graph = built.graph
+    out: dict[str, Any] = {"n": a.n, "claims": cols.claims.m, "persons": cols.persons.n,
+                           "kernel": kernel_phases(built.graph, cols)}
+    if a.numpy:
+        os.environ["POLC_KERNEL"] = "0"
+        out.update(numpy_steps(built.graph, cols))
+    print(json.dumps(out))
+
+
+def numpy_steps(graph: Any, cols: Any) -> dict[str, Any]:
+    """The NumPy engine's steps: wall-clock timers, then traced memory per top-level step."""
+    from policy_lang import vector as V
+
     m = cols.claims.m
     V.run_columns(graph, cols)  # warm-up
 
@@ -119,8 +177,7 @@ def main() -> None:
     tracemalloc.stop()
     _unpatch(undo)
     del res
-    print(json.dumps({"n": a.n, "claims": m, "persons": cols.persons.n, "total_s": total, "steps": steps,
-                      "memory": mem, "result_bytes": held}))
+    return {"total_s": total, "steps": steps, "memory": mem, "result_bytes": held, "claims_numpy": m}
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ Run it with the polc virtualenv's Python (the one `polc` is installed in). It
    (default 1M and 5M persons), alone and against the Shenyang 2019 baseline;
 5. generates a 20M-person liaoning-resident population as Parquet and simulates Yingkou on it
    (skip with --skip-20m);
-6. profiles one polc vector evaluation at the largest size (bench/polc_phases.py: phase timers and
-   tracemalloc; and cProfile);
+6. profiles polc vector at the largest size (bench/polc_phases.py: the kernel's phase timers on every
+   thread and on one, resident memory per phase);
 7. prints one markdown report and writes it to bench/RESULTS.md. Text below the line
    `<!-- notes: kept by bench/run.py -->` in an existing RESULTS.md is kept.
 
@@ -33,7 +33,6 @@ import datetime
 import json
 import os
 import platform
-import pstats
 import re
 import shutil
 import subprocess
@@ -283,23 +282,12 @@ def twenty_million(size: int = 20_000_000) -> dict:
 
 
 def profile(n: int) -> dict:
-    """Phase timers and tracemalloc (bench/polc_phases.py), and one evaluation under cProfile; separate
-    processes, not the timed runs."""
+    """The kernel's phase timers on every thread and on one, and resident memory per phase
+    (bench/polc_phases.py), in a separate process, not the timed runs."""
     out: dict = {"n": n}
     ph = run(f"phases_polc_vector_{n}", [PY, str(HERE / "polc_phases.py"), "--n", str(n)], ROOT)
     if ph["rc"] == 0:
         out["phases"] = json.loads((RSS / f"phases_polc_vector_{n}.out").read_text().strip().splitlines()[-1])
-    prof = WORK / f"polc_vector_{n}.prof"
-    info = run(f"profile_polc_vector_{n}", [PY, str(HERE / "polc_anchor.py"), "--n", str(n), "--repeats", "0",
-                                            "--no-record", "--profile", str(prof)], ROOT)
-    if info["rc"] == 0 and prof.exists():
-        st = pstats.Stats(str(prof))
-        out["total_s"] = max(v[3] for v in st.stats.values())  # type: ignore[attr-defined]
-        prims = []
-        for (file, _line, name), (_cc, nc, tt, _ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-            if file == "~":
-                prims.append((tt, nc, name))
-        out["prims"] = sorted(prims, reverse=True)[:12]
     return out
 
 
@@ -447,31 +435,19 @@ def report(args: argparse.Namespace, sizes: list[int], chk: dict, comp: dict, si
               f"{r['check_s'] * 1000:.1f} | {r['compile_s'] * 1000:.2f} | {r['build_s'] * 1000:.1f} |")
     # ---- profile
     ph = prof.get("phases") if prof else None
-    if ph:
+    if ph and ph.get("kernel"):
+        k = ph["kernel"]
         P(f"\n## Where polc vector's time goes (N={ph['n']:,}: {ph['claims']:,} claims, {ph['persons']:,} persons)\n")
-        P(f"`bench/polc_phases.py`: wall-clock timers around the evaluator's internal steps, one evaluation after "
-          f"a warm-up, {ph['total_s']:.2f} s in all ({ph['claims'] / ph['total_s'] / 1e6:.2f} M claims/s). Times "
-          "are inclusive (a step contains the steps it calls); calls = how often the step ran.\n")
-        P("| step (policy_lang/vector.py) | calls | s | share |")
-        P("|---|---:|---:|---:|")
-        for r in ph["steps"]:
-            if r["s"] >= 0.005 * ph["total_s"]:
-                P(f"| `{r['step']}` | {r['calls']} | {r['s']:.3f} | {100 * r['share']:.0f}% |")
-        P("\nTraced NumPy memory (tracemalloc) at each top-level step: held when it starts, its peak "
-          "(B/claim), held when it ends:\n")
-        P("| step | start MB | peak MB | peak B/claim | end MB |")
+        P(f"`bench/polc_phases.py`: the fused kernel's phase timers (policy_lang/kernel.py `TIMINGS`), median of 5 "
+          f"evaluations, on {k['threads']} threads ({k['total_s']:.3f} s, "
+          f"{ph['claims'] / k['total_s'] / 1e6:.2f} M claims/s) and on one ({k['total_1thread_s']:.3f} s); the "
+          f"process's resident memory at the end of each phase (before the evaluation: "
+          f"{k['rss_before'] / 2**20:.0f} MB).\n")
+        P(f"| phase | s ({k['threads']} threads) | s (1 thread) | share | RSS after, MB |")
         P("|---|---:|---:|---:|---:|")
-        for r in ph["memory"]:
-            P(f"| `{r['step']}` | {r['start'] / 2**20:.0f} | {r['peak'] / 2**20:.0f} | "
-              f"{r['peak'] / ph['claims']:.0f} | {r['end'] / 2**20:.0f} |")
-        P(f"\nThe result (`VectorResult`) holds {ph['result_bytes'] / 2**20:.0f} MB.")
-    if prof and "prims" in prof:
-        P(f"\ncProfile of one evaluation at N={prof['n']:,} ({prof['total_s']:.2f} s under the profiler): "
-          "NumPy primitives by own time:\n")
-        P("| primitive | calls | own s |")
-        P("|---|---:|---:|")
-        for tt, nc, name in prof["prims"]:
-            P(f"| `{name}` | {nc} | {tt:.3f} |")
+        for r in k["phases"]:
+            rss = "" if r["rss"] is None else f"{r['rss'] / 2**20:.0f}"
+            P(f"| {r['phase']} | {r['s']:.4f} | {r['s_1thread']:.4f} | {100 * r['s'] / k['total_s']:.0f}% | {rss} |")
     P("\nEverything each step printed is in bench/.work/rss/ (TAG.out, TAG.err, TAG.time; runs.jsonl has every "
       "command with its wall time, peak RSS and load average).")
     return "\n".join(L) + "\n"
