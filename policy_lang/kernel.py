@@ -1353,10 +1353,11 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
                                 exact = min(exact, rows[r, R_CAP_CLAIM])
                                 state[k, 6 + key] += base
                                 state[k, 6 + n_keys + key] += payable
-                                whole = exact // RATE_ONE
+                                # (floor division by a constant: unsigned, so a multiply, where the sign allows)
+                                whole = _over_one(exact) if exact >= 0 else exact // RATE_ONE
                                 state[k, _UHI] += whole
-                                state[k, _ULO] += exact - whole * RATE_ONE
-                                rounded = state[k, _UHI] + (state[k, _ULO] + HALF) // RATE_ONE
+                                state[k, _ULO] += exact - whole * RATE_ONE  # a remainder: never negative
+                                rounded = state[k, _UHI] + _over_one(state[k, _ULO] + HALF)
                                 paid_now = min(rounded - state[k, _ROUNDED], max(0, rows[r, R_CAP_YEAR] - state[k, _PAID]))
                                 state[k, _ROUNDED] = rounded
                                 pool = rows[r, R_POOL]
@@ -1438,6 +1439,12 @@ def _commit(total_cost: Arr, eligible_cost: Arr, pay: Arr, py_payments: Arr, py_
     py_total[py] = total
     py_eligible[py] = eligible
     py_oop[py] = total - paid
+
+
+@_inline
+def _over_one(x: int) -> int:
+    """x // RATE_ONE for x >= 0."""
+    return np.int64(np.uint64(x) // np.uint64(RATE_ONE))
 
 
 @_jit
