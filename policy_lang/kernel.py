@@ -1541,7 +1541,8 @@ class _YearLevel:
 
 
 # ---- driving -------------------------------------------------------------------------------------------------
-BLOCK_CLAIMS = 1 << 16  # claims per block: each is sorted and evaluated within the L2 cache, blocks spread on threads
+BLOCK_CLAIMS = 1 << 16  # claims per block at most: each is sorted and evaluated within the L2 cache
+BLOCK_MIN = 1 << 12  # and at least (fewer claims: one block), else four blocks per thread to share out
 BUCKET_BITS = 16  # the partition's person ranges (at most 2^16), merged into blocks of about BLOCK_CLAIMS claims
 T = TypeVar("T")
 R = TypeVar("R")
@@ -1664,8 +1665,9 @@ class _Blocks(NamedTuple):
 
 
 def _partitioned(cols: Columns, facts: _Facts, claims: _Claims) -> _Blocks:
-    """Claims into blocks of about BLOCK_CLAIMS claims over ranges of persons (one counting pass and one stable
-    scatter, each over a share of the input per thread)."""
+    """Claims into blocks of whole persons, of BLOCK_MIN to BLOCK_CLAIMS claims (four per thread where that
+    many) over ranges of persons: one counting pass and one stable scatter, each over a share of the input per
+    thread."""
     c, n = cols.claims, cols.persons.n
     person, day = np.asarray(c.person, dtype=np.int32), np.asarray(c.day, dtype=np.int32)
     eligible = np.asarray(c.eligible_cost, dtype=np.int64)
@@ -1676,7 +1678,8 @@ def _partitioned(cols: Columns, facts: _Facts, claims: _Claims) -> _Blocks:
     shares = [(int(a), int(e)) for a, e in pairwise(edges)]
     counts = np.stack(_each(lambda r: _bucket_counts(person, r[0], r[1], shift, n_buckets), shares))
     per_bucket = counts.sum(axis=0)
-    cut = (np.cumsum(per_bucket) - per_bucket) // BLOCK_CLAIMS
+    size = min(BLOCK_CLAIMS, max(BLOCK_MIN, -(-c.m // (4 * threads()))))
+    cut = (np.cumsum(per_bucket) - per_bucket) // size
     block_of = np.concatenate([[0], np.cumsum(np.diff(cut) > 0)]).astype(np.int64)
     first = np.flatnonzero(np.concatenate([[True], np.diff(block_of) > 0]))  # each block's first bucket
     per_share = np.add.reduceat(counts, first, axis=1)  # shares × blocks

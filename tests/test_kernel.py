@@ -107,16 +107,16 @@ def _check_kernel_answered(built: Built, case: Case, want: interp.Result | str) 
 @contextlib.contextmanager
 def tiny_blocks() -> Iterator[None]:
     """The kernel cutting claims into blocks of about two claims over 8 person ranges, run on two threads."""
-    saved = kernel.BLOCK_CLAIMS, kernel.BUCKET_BITS, os.environ.get("POLC_THREADS")
-    kernel.BLOCK_CLAIMS, kernel.BUCKET_BITS, os.environ["POLC_THREADS"] = 2, 3, "2"
+    saved = kernel.BLOCK_CLAIMS, kernel.BLOCK_MIN, kernel.BUCKET_BITS, os.environ.get("POLC_THREADS")
+    kernel.BLOCK_CLAIMS, kernel.BLOCK_MIN, kernel.BUCKET_BITS, os.environ["POLC_THREADS"] = 2, 1, 3, "2"
     try:
         yield
     finally:
-        kernel.BLOCK_CLAIMS, kernel.BUCKET_BITS = saved[0], saved[1]
-        if saved[2] is None:
+        kernel.BLOCK_CLAIMS, kernel.BLOCK_MIN, kernel.BUCKET_BITS = saved[:3]
+        if saved[3] is None:
             del os.environ["POLC_THREADS"]
         else:
-            os.environ["POLC_THREADS"] = saved[2]
+            os.environ["POLC_THREADS"] = saved[3]
 
 
 # ---- bundled policies ----------------------------------------------------------------------------------------
