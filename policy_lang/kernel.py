@@ -1442,7 +1442,7 @@ def _commit(total_cost: Arr, eligible_cost: Arr, pay: Arr, py_payments: Arr, py_
 
 
 @_inline
-def _over_one(x: int) -> int:
+def _over_one(x: int) -> np.int64:
     """x // RATE_ONE for x >= 0."""
     return np.int64(np.uint64(x) // np.uint64(RATE_ONE))
 
