@@ -502,18 +502,18 @@ def _packed(preds: _Preds, atoms: list[Pred], n: int) -> Arr:
 class _Ctx:
     """What the tables are built from: the graph and one representative claim of each combination."""
 
-    def __init__(self, graph: Graph, cols: Columns, options: interp.Options, atoms: list[Pred], ye_raw: list[str],
-                 grants: _Grants, reps: Arr, year_start: Arr):
+    def __init__(self, graph: Graph, cols: Columns, options: interp.Options, ye_raw: list[str], grants: _Grants,
+                 reps: Arr, words: Arr, epoch_bits: int, year_start: Arr):
         self.graph, self.cols, self.options = graph, cols, options
         self.idents = {name: i for i, name in enumerate(cols.identity_names)}
         for name in graph.identities:  # schedule identities absent from the data are never held
             self.idents.setdefault(name, len(self.idents))
-        self.atoms, self.ye_raw = atoms, ye_raw
+        self.ye_raw = ye_raw
         self.n_combos = len(reps)
         self.rep = _Rows(cols, reps, grants)
         self.preds = _Preds(self.rep, self.idents)
         day = np.asarray(cols.claims.day[reps], dtype=np.int64)
-        self.epoch = _claim_epochs(graph, day, options).astype(np.int64)
+        self.epoch = words & ((1 << epoch_bits) - 1)  # the word's low bits (`_Facts`)
         self.level = cols.claims.level[reps].astype(np.int64)
         self.inpatient = (cols.claims.kind[reps] == INPATIENT).astype(np.int64)
         year = np.searchsorted(year_start, day, side="right") - 1
@@ -1592,7 +1592,7 @@ def evaluate(graph: Graph, cols: Columns, options: interp.Options = interp.Optio
     if facts is None:
         return _hand_over(f"the claims' facts need more than {WORD_BITS} bits")
     clock.lap("facts")
-    done = _in_blocks(graph, cols, options, (atoms, ye_raw), grants, facts, years, year_start, clock)
+    done = _in_blocks(graph, cols, options, ye_raw, grants, facts, years, year_start, clock)
     if isinstance(done, str):
         return _hand_over(done)
     result = _result(graph, cols, options, years, *done)
@@ -1600,8 +1600,8 @@ def evaluate(graph: Graph, cols: Columns, options: interp.Options = interp.Optio
     return result if result is not None else _hand_over("an alert or subsidy needs an unspecified parameter")
 
 
-def _in_blocks(graph: Graph, cols: Columns, options: interp.Options, leaves: tuple[list[Pred], list[str]],
-               grants: _Grants, facts: _Facts, years: Arr, year_start: Arr,
+def _in_blocks(graph: Graph, cols: Columns, options: interp.Options, ye_raw: list[str], grants: _Grants,
+               facts: _Facts, years: Arr, year_start: Arr,
                clock: _Clock) -> tuple[dict[str, int], _Outputs, list[tuple[int, int, int]]] | str:
     """Partition, sort and number combinations per block, build the tables, evaluate per block: (identities, the
     outputs with every person-year row, alert instances), or why the NumPy engine must answer."""
@@ -1610,10 +1610,10 @@ def _in_blocks(graph: Graph, cols: Columns, options: interp.Options, leaves: tup
     which = blocks.nonempty()
     prepared = _each(lambda b: _prepared(cols, claims, facts, grants, blocks, b), which)
     clock.lap("sort")
-    _words, first, inverse = np.unique(np.concatenate([w for w, _r, _k in prepared]), return_index=True,
-                                       return_inverse=True)
-    ctx = _Ctx(graph, cols, options, *leaves, grants, np.concatenate([r for _w, r, _k in prepared])[first],
-               year_start)
+    words, first, inverse = np.unique(np.concatenate([w for w, _r, _k in prepared]), return_index=True,
+                                      return_inverse=True)
+    ctx = _Ctx(graph, cols, options, ye_raw, grants, np.concatenate([r for _w, r, _k in prepared])[first], words,
+               int(facts.layout[L_EPOCH_BITS]), year_start)
     if _table_rows(graph, ctx) > max(TABLE_ROWS, 2 * cols.claims.m):
         return "too many combinations of claim facts for parameter tables"
     names = _numbers_of(graph)
@@ -1816,16 +1816,6 @@ def _rank(ids: Arr | None, m: int) -> Arr:
     if ids is not None and np.issubdtype(ids.dtype, np.integer):
         return np.asarray(ids, dtype=np.int64)
     return np.asarray(vector._id_rank(ids, m), dtype=np.int64)
-
-
-def _claim_epochs(graph: Graph, day: Arr, options: interp.Options) -> Arr:
-    """The epoch whose rules pay each claim (--as-of: one for all)."""
-    if options.as_of is not None:
-        return np.full(len(day), graph.epochs.index(graph.epoch_at(options.as_of)), dtype=np.int64)
-    if len(graph.epochs) == 1:
-        return np.zeros(len(day), dtype=np.int64)
-    starts = np.array([day_number(e.start) for e in graph.epochs[1:] if e.start is not None], dtype=np.int64)
-    return np.searchsorted(starts, day, side="right")
 
 
 def _unit_overflow(tb: _Tables, nums: Arr) -> bool:
