@@ -1568,7 +1568,7 @@ def _each(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 def run_columns(graph: Graph, cols: Columns, options: interp.Options = interp.Options()) -> VectorResult:
     """vector.run_columns' contract, by the kernel; the NumPy engine for what the kernel hands over."""
     result = evaluate(graph, cols, options)
-    return result if result is not None else vector._Engine(graph, cols, options).run()
+    return result if result is not None else vector.sparse_rows(vector._Engine(graph, cols, options).run())
 
 
 def run(graph: Graph, data: Dataset, options: interp.Options = interp.Options()) -> interp.Result:
@@ -1762,8 +1762,14 @@ class _Clock:
 
 def _result(graph: Graph, cols: Columns, options: interp.Options, years: Arr, idents: dict[str, int],
             py: _Outputs, instances: list[tuple[int, int, int]]) -> VectorResult | None:
-    """The result: person-year rows for those with claims, and for those with an alert or a subsidy."""
+    """The result, with VectorResult's sparse rows: the person-years with a claim that costs something (a year
+    whose claims cost nothing pays nothing: every amount of its row is 0), and those with an alert or a
+    subsidy."""
     n_years = len(years)
+    spent = py.py_total != 0
+    if not spent.all():
+        py = py._replace(**{name: getattr(py, name)[spent] for name in _Outputs._fields[2:] if name != "burden"},
+                         burden=py.burden[spent] if len(py.burden) else py.burden)
     key = py.py_person * n_years + py.py_year  # ascending: blocks by person, claims by person and date
     epochs = _year_epochs(graph, years, options)
     alert_ids: tuple[str, ...] = ()

@@ -105,7 +105,7 @@ def run_columns(graph: Graph, cols: Columns, options: interp.Options = interp.Op
     from policy_lang import kernel
 
     if kernel.available() and kernel.supports(graph, options):
-        return sparse_rows(kernel.run_columns(graph, cols, options))
+        return kernel.run_columns(graph, cols, options)  # (its rows are sparse already)
     return sparse_rows(_Engine(graph, cols, options).run())
 
 

@@ -97,6 +97,7 @@ def _check_kernel_answered(built: Built, case: Case, want: interp.Result | str) 
     if got is None:  # handed over: only a unit payment beyond int64 may do that when interp pays
         assert kernel.HANDOVER["reason"] == "unit payments may leave int64"
         return
+    assert vector.sparse_rows(got) is got  # the kernel's rows follow VectorResult's rule as they are
     assert_same_vectors(got, vector._Engine(built.graph, cols, case.options).run())
     with tiny_blocks():  # every person range its own block, on two threads: the same arrays
         split = kernel.evaluate(built.graph, cols, case.options)
