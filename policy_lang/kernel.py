@@ -775,7 +775,7 @@ def _numbers_of(graph: Graph) -> list[str]:
 
 
 C_EPOCH, C_INPATIENT = 0, 1  # columns of _Tables.combo
-LC_SCOPE, LC_SEL, LC_HELD_DAY, LC_HELD_YE = 0, 1, 2, 3  # of _Tables.lc
+LC_SCOPE, LC_SEL, LC_HELD_DAY, LC_HELD_YE, LC_ROW = 0, 1, 2, 3, 4  # of _Tables.lc
 L_SEL, L_ADM, L_ROW = 0, 1, 2  # of _Tables.layer
 E_PREC, E_SPEC_LEN, E_BASE_FROM, E_BASE_PLUS, E_BLOCK_LEN = 0, 1, 2, 3, 4  # of _Tables.le
 
@@ -785,8 +785,9 @@ class _Tables(NamedTuple):
     every array it reads in registers or on the stack."""
 
     combo: Arr  # C × 2: epoch, inpatient claim (1)
-    lc: Arr  # L × C × 4: in force and in scope; slot selected by declared order on the claim's date (0: none);
-    #          bit masks of the slots held on the claim's date, and by the end of its year
+    lc: Arr  # L × C × 5: in force and in scope; slot selected by declared order on the claim's date (0: none);
+    #          bit masks of the slots held on the claim's date, and by the end of its year; the parameter row
+    #          of that slot when the layer has no admission classes (-1: `_row` works it out)
     layer: Arr  # L × 3: selected-identity rows (n_sel), admission classes (n_adm), first parameter row
     adm_reps: Arr  # admission numbers standing for their classes
     le: Arr  # L × E × 5: precedence (0 no schedule or not in force, 1 order, 2 best), schedule length, bit masks
@@ -914,7 +915,7 @@ def _build_tables(ctx: _Ctx, numbers: dict[str, int], years: Arr) -> tuple[_Tabl
     graph, builder = ctx.graph, _Builder(ctx, numbers)
     n_l = len(graph.layers)
     plans = [builder.plan(i) for i in range(n_l)]
-    scope, sel, held_day, held_ye, rows, offsets = [], [], [], [], [], []
+    scope, sel, held_day, held_ye, by_order, rows, offsets = [], [], [], [], [], [], []
     holds = {raw: ctx.rep.holds(raw) for raw in _mapped_raw(graph)}
     ye = None if ctx.rep_year_end is None else {raw: ctx.rep.held_by(raw, ctx.rep_year_end) for raw in ctx.ye_raw}
     start = 0
@@ -929,14 +930,16 @@ def _build_tables(ctx: _Ctx, numbers: dict[str, int], years: Arr) -> tuple[_Tabl
         sel.append(s)
         held_day.append(d)
         held_ye.append(y)
+        first_row = start + np.arange(ctx.n_combos) * plan.n_sel + (s if plan.n_sel > 1 else 0)
+        by_order.append(first_row if plan.n_adm == 1 else np.full(ctx.n_combos, -1))
         table = builder.rows(index, plan, in_scope)
         rows.append(np.stack([table[name] for name in _ROW_FIELDS], axis=1))
         offsets.append(start)
         start += len(rows[-1])
     alerts, instances = _alert_tables(ctx, years)
     per_layer = (n_l, ctx.n_combos)
-    lc = np.stack([np.array(part, dtype=np.int64).reshape(per_layer) for part in (scope, sel, held_day, held_ye)],
-                  axis=2)
+    lc = np.stack([np.array(part, dtype=np.int64).reshape(per_layer)
+                   for part in (scope, sel, held_day, held_ye, by_order)], axis=2)
     tables = _Tables(
         combo=np.stack([ctx.epoch, ctx.inpatient], axis=1), lc=lc,
         layer=np.array([(p.n_sel, p.n_adm, o) for p, o in zip(plans, offsets, strict=True)],
@@ -1291,12 +1294,14 @@ def _evaluate(cl: _ClaimData, tb: _Tables, out: _Outputs) -> bool:
                         paid_now = 0
                         if lc[own, c, LC_SCOPE] != 0:
                             fixed = slots[run] if n_runs > 1 else lane[k, 1]  # -1: selection by order
-                            if fixed >= 0:
-                                sel = fixed if (lc[own, c, LC_HELD_DAY] >> fixed) & 1 else 0
-                            else:
-                                sel = lc[own, c, LC_SEL]
-                            r = _row(layer_info[own, L_ROW], layer_info[own, L_SEL], layer_info[own, L_ADM],
-                                     adm_reps, c, sel, state[k, _ADM] + 1 if inpatient else 0)
+                            r = lc[own, c, LC_ROW]  # (by order, where admission numbers do not matter)
+                            if fixed >= 0 or r < 0:
+                                if fixed >= 0:
+                                    sel = fixed if (lc[own, c, LC_HELD_DAY] >> fixed) & 1 else 0
+                                else:
+                                    sel = lc[own, c, LC_SEL]
+                                r = _row(layer_info[own, L_ROW], layer_info[own, L_SEL], layer_info[own, L_ADM],
+                                         adm_reps, c, sel, state[k, _ADM] + 1 if inpatient else 0)
                             failed = failed or (rows[r, R_FAIL] & 1) != 0
                             kind = rows[r, R_KIND]
                             if kind != NO_PRICING:
