@@ -17,7 +17,7 @@ from policy_lang.check import rule_preds
 from policy_lang.conditions import env_of, lower_cond
 from policy_lang.data import Claim, Person
 from policy_lang.diagnostics import Diagnostic, Related, error
-from policy_lang.graph import Flat, Lit, Lvl, Pred, Tiered
+from policy_lang.graph import COMPARISONS, Flat, Lit, Lvl, Pred, Tiered
 from policy_lang.interp import _Ctx, test_pred
 from policy_lang.pipeline import Built
 from policy_lang.resolve import Resolved, RLayer, canon
@@ -100,10 +100,6 @@ def _ints(value: Any) -> list[int]:
     return []
 
 
-_OPS = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
-        "<": lambda a, b: a < b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b}
-
-
 def _want(value: ast.Value, kind: str) -> int:
     if isinstance(value, ast.Percent):
         return int(value.value * 10_000)
@@ -117,7 +113,7 @@ def _rate_floor(layer: RLayer, op: str, value: ast.Value) -> str | None:
     if not rates:
         return "has no rate"
     want = _want(value, "rate")
-    bad = [r for r in rates if not _OPS[op](r, want)]
+    bad = [r for r in rates if not COMPARISONS[op](r, want)]
     if not bad:
         return None
     return f"pays {show(Lit(min(bad)), 'rate')}, which is not {op} {show(Lit(want), 'rate')}"
@@ -139,7 +135,7 @@ def _cap_floor(layer: RLayer, op: str, value: ast.Value, or_none: bool) -> str |
     if setting is None or isinstance(setting.value, NoneVal):
         return None if or_none else "has no cap"
     want = _want(value, "money")
-    bad = [v for v in _ints(setting.value) if not _OPS[op](v, want)]
+    bad = [v for v in _ints(setting.value) if not COMPARISONS[op](v, want)]
     if not bad:
         return None
     return f"cap {show(Lit(min(bad)), 'money')} is not {op} the floor {show(Lit(want), 'money')}"
@@ -154,7 +150,7 @@ def _relation(res: Resolved, layer: RLayer, left: ast.Cond, op: str, right: ast.
     for level in (1, 2, 3):
         lr = _probe_rates(layer, preds, scope, lp, level, res)
         rr = _probe_rates(layer, preds, scope, rp, level, res)
-        if lr and rr and not _OPS[op](min(lr), max(rr)):
+        if lr and rr and not COMPARISONS[op](min(lr), max(rr)):
             return (f"at level {level} pays {show(Lit(min(lr)), 'rate')} where the requirement wants more than "
                     f"{show(Lit(max(rr)), 'rate')}" if op in (">", ">=") else
                     f"at level {level}: {show(Lit(min(lr)), 'rate')} is not {op} {show(Lit(max(rr)), 'rate')}")
