@@ -208,8 +208,9 @@ def _prev_form(value: Val, below: Program[Any] | None) -> bool | None:
 # ---- combinations of a claim's static facts ----------------------------------------------------------------
 class _Rows(vector._ClaimFrame):
     """Claim fields over chosen rows of the input (None: every claim, in input order; or one claim per
-    combination): vector's claim frame on any rows (every method _Preds uses is its own; the sorted frame's
-    constructor is not run). Identities held come from the grants sorted by person (`_Grants`)."""
+    combination): vector's claim frame on any rows (its fields, diseases and numbers through `_own`, `_pick`
+    and `_of_person`; the sorted frame's constructor is not run). Identities held come from the grants sorted by
+    person (`_Grants`)."""
 
     def __init__(self, cols: Columns, rows: Arr | None, grants: _Grants):
         c = cols.claims
@@ -226,65 +227,10 @@ class _Rows(vector._ClaimFrame):
         return values if self.rows is None else values[self.rows]
 
     def _pick(self, f: _Field) -> _Field:
-        return f if self.rows is None else vector._take(f, self.rows)
+        return f if self.rows is None else vector._take(_lean(f), self.rows)
 
     def _of_person(self, f: _Field) -> _Field:
         return vector._take(_lean(f), self.person)
-
-    def field(self, name: str) -> _Field:
-        if name not in self._fields:
-            self._fields[name] = self._field(name)
-        return self._fields[name]
-
-    def _field(self, name: str) -> _Field:
-        # interp's field_value order: claim fields, person fields, claim columns, person columns
-        own = vector._claim_field(self.cols, "level" if name == "hospital_level" else name)
-        if own is not None:
-            return self._pick(own)
-        person = vector._person_field(self.cols, name)
-        if person is not None:
-            return self._of_person(person)
-        if name in self.cols.claims.extra:
-            return self._pick(_lean(vector._extra_field(self.cols.claims.extra[name])))
-        if name in self.cols.persons.extra:
-            return self._of_person(vector._extra_field(self.cols.persons.extra[name]))
-        return _Field(np.zeros(self.n, dtype=np.int64), np.ones(self.n, dtype=bool))
-
-    def number(self, name: str) -> Arr:
-        """A claim column as an amount or count (empty = 0), as interp's `int(value or 0)`."""
-        f = self.field(name)
-        if f.vocab is not None:
-            raise TypeError(f"`{name}` is not a number")
-        values = f.values.astype(np.int64)
-        return values if f.missing is None else np.where(f.missing, 0, values)
-
-    def has(self, field: str, disease: str) -> Arr:
-        code = self.diseases.get(disease)
-        if code is None:
-            return np.zeros(self.n, dtype=bool)
-        c, p = self.cols.claims, self.cols.persons
-        on_claim = np.zeros(c.m, dtype=bool)
-        on_claim[c.disease_claim[c.disease_code == code]] = True
-        certified = np.zeros(p.n, dtype=bool)
-        certified[p.chronic_person[p.chronic_disease == code]] = True
-        if field == "diseases":
-            return self._own(on_claim)
-        if field == "chronic":
-            return certified[self.person]
-        return self._own(on_claim) & certified[self.person]
-
-    def nonempty(self, field: str) -> Arr:
-        c, p = self.cols.claims, self.cols.persons
-        if field == "chronic":
-            return np.isin(self.person, p.chronic_person)
-        pairs = c.disease_claim
-        if field == "certified":
-            n_codes = len(self.cols.disease_names) + 1
-            own = c.person[pairs].astype(np.int64) * n_codes + c.disease_code
-            pairs = pairs[np.isin(own, p.chronic_person.astype(np.int64) * n_codes + p.chronic_disease)]
-        mask = np.zeros(c.m, dtype=bool)
-        mask[pairs] = True
-        return self._own(mask)
 
     def since(self, identity: str) -> Arr:
         """Per row: the earliest day its person holds the identity (data name) from (int32 max: never)."""

@@ -322,18 +322,30 @@ class _ClaimFrame:
             self._fields[name] = self._field(name)
         return self._fields[name]
 
+    def _own(self, values: Arr) -> Arr:
+        """A claim column over the frame's rows."""
+        return values[self.order]
+
+    def _pick(self, f: _Field) -> _Field:
+        """A claim field over the frame's rows."""
+        return _take(f, self.order)
+
+    def _of_person(self, f: _Field) -> _Field:
+        """A person field at each row's person."""
+        return _take(f, self.person)
+
     def _field(self, name: str) -> _Field:
         # interp's field_value order: claim fields, person fields, claim columns, person columns
         own = _claim_field(self.cols, "level" if name == "hospital_level" else name)
         if own is not None:
-            return _take(own, self.order)
+            return self._pick(own)
         person = _person_field(self.cols, name)
         if person is not None:
-            return _take(person, self.person)
+            return self._of_person(person)
         if name in self.cols.claims.extra:
-            return _take(_extra_field(self.cols.claims.extra[name]), self.order)
+            return self._pick(_extra_field(self.cols.claims.extra[name]))
         if name in self.cols.persons.extra:
-            return _take(_extra_field(self.cols.persons.extra[name]), self.person)
+            return self._of_person(_extra_field(self.cols.persons.extra[name]))
         return _Field(np.zeros(self.n, dtype=np.int64), np.ones(self.n, dtype=bool))
 
     def number(self, name: str) -> Arr:
@@ -354,10 +366,10 @@ class _ClaimFrame:
         certified = np.zeros(p.n, dtype=bool)
         certified[p.chronic_person[p.chronic_disease == code]] = True
         if field == "diseases":
-            return on_claim[self.order]
+            return self._own(on_claim)
         if field == "chronic":
             return certified[self.person]
-        return on_claim[self.order] & certified[self.person]
+        return self._own(on_claim) & certified[self.person]
 
     def nonempty(self, field: str) -> Arr:
         c, p = self.cols.claims, self.cols.persons
@@ -368,7 +380,9 @@ class _ClaimFrame:
             n_codes = len(self.cols.disease_names) + 1
             own = c.person[pairs].astype(np.int64) * n_codes + c.disease_code
             pairs = pairs[np.isin(own, p.chronic_person.astype(np.int64) * n_codes + p.chronic_disease)]
-        return np.isin(self.order, pairs)
+        mask = np.zeros(c.m, dtype=bool)
+        mask[pairs] = True
+        return self._own(mask)
 
     def holds(self, identity: str) -> Arr:
         """Held on the claim's date (predicates)."""
