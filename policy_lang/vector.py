@@ -470,6 +470,8 @@ class _Frame(Protocol):
 def _id_rank(ids: Arr | None, m: int) -> Arr:
     """An integer key ordering claim ids as strings (interp sorts by claim_id text)."""
     if ids is not None:
+        if len(ids) > 1 and bool(np.all(ids[1:] > ids[:-1])):  # already in order (generated, most files)
+            return np.arange(len(ids), dtype=np.int64)
         return np.unique(ids, return_inverse=True)[1].reshape(-1)
     index = np.arange(m, dtype=np.int64)
     digits = np.ones(m, dtype=np.int64)

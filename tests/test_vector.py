@@ -383,3 +383,10 @@ def test_in_file_tests_pass_on_both_engines(path: str) -> None:
                ("vector", lambda b, d, o: vector.run(b.graph, d, o))]
     outcomes = run_tests(built, engines)
     assert outcomes and all(o.passed for o in outcomes), [o.failures for o in outcomes]
+
+
+def test_claim_ids_rank_as_text_whether_or_not_they_come_in_order() -> None:
+    # in order (a generated population, most files): their positions; else their places in text order
+    assert vector._id_rank(np.array(["c08", "c09", "c10"]), 3).tolist() == [0, 1, 2]
+    assert vector._id_rank(np.array(["c9", "c10", "c08"]), 3).tolist() == [2, 1, 0]  # "c08" < "c10" < "c9"
+    assert vector._id_rank(np.array(["x", "x", "a"]), 3).tolist() == [1, 1, 0]  # not strictly in order
